@@ -1,0 +1,1 @@
+"""t2i: reproducible text-to-image GAN pipeline."""

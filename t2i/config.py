@@ -1,0 +1,169 @@
+"""Typed, validated params: one pydantic model per params.yaml section.
+
+A stage calls ``load_section("train")`` before it does any work. An unknown key, a wrong type or
+an out-of-range value raises ``ParamsError`` whose message names the dotted key and what is
+allowed, so a typo in ``dvc exp run -S train.lrg=...`` fails at once instead of being ignored.
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+DEFAULT_PARAMS = Path("params.yaml")
+
+
+class ParamsError(ValueError):
+    """Bad params.yaml: the message names the key and what is allowed."""
+
+
+class Section(BaseModel):
+    # extra="forbid": unknown keys are errors, not silently ignored typos.
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+Resolution = Literal[32, 64, 128, 256]
+Device = Literal["auto", "cpu", "cuda"]
+
+
+class IngestParams(Section):
+    dataset: Literal["synthetic", "oxford102", "cub", "coco", "folder"] = "synthetic"
+    root: str | None = None
+    resolution: Resolution = 32
+    seed: int = 0
+    num_images: int = Field(4000, ge=8, le=10_000_000)
+    captions_per_image: int = Field(4, ge=1, le=20)
+    test_fraction: float = Field(0.1, gt=0.0, lt=1.0)
+    unseen_fraction: float = Field(0.15, ge=0.0, lt=1.0)
+    max_images: int | None = Field(None, ge=1)
+    captions_file: str = "captions.csv"
+    cub_crop: bool = True
+    max_bad_fraction: float = Field(0.05, ge=0.0, le=1.0)
+    workers: int = Field(2, ge=1, le=256)
+
+    def dataset_root(self) -> Path:
+        return Path(self.root) if self.root else Path("data/raw") / self.dataset
+
+
+class EmbedParams(Section):
+    encoder: Literal["use", "tfhub", "bow"] = "use"
+    handle: str | None = None
+    batch_size: int = Field(256, ge=1, le=65536)
+    chunk_size: int = Field(50_000, ge=1)
+    threads: int = Field(1, ge=1, le=256)
+    device: Device = "auto"
+
+
+class TrainParams(Section):
+    seed: int = 0
+    steps: int = Field(3000, ge=1)
+    batch_size: int = Field(64, ge=2, le=65536)
+    z_dim: int = Field(32, ge=1, le=4096)
+    g_width: int = Field(128, ge=8, le=4096)
+    d_width: int = Field(32, ge=8, le=4096)
+    attention: list[int] = Field(default_factory=lambda: [8, 16])
+    conditioning: Literal["affine", "cbn"] = "affine"
+    d_conditioning: Literal["projection", "concat"] = "projection"
+    loss: Literal["hinge", "bce"] = "hinge"
+    ma_gp_weight: float = Field(2.0, ge=0.0)
+    ma_gp_power: float = Field(6.0, gt=0.0)
+    mismatch_weight: float = Field(1.0, ge=0.0)
+    lr_g: float = Field(2e-4, gt=0.0, le=1.0)
+    lr_d: float = Field(4e-4, gt=0.0, le=1.0)
+    beta1: float = Field(0.0, ge=0.0, lt=1.0)
+    beta2: float = Field(0.9, ge=0.0, lt=1.0)
+    ema_decay: float = Field(0.999, ge=0.0, lt=1.0)
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    channels_last: bool = True
+    checkpoint_every: int = Field(500, ge=1)
+    sample_every: int = Field(500, ge=1)
+    log_every: int = Field(25, ge=1)
+    device: Device = "auto"
+    threads: int | None = Field(None, ge=1, le=256)
+
+    @field_validator("attention")
+    @classmethod
+    def _attention_resolutions(cls, v: list[int]) -> list[int]:
+        bad = [r for r in v if r not in (4, 8, 16, 32, 64, 128, 256)]
+        if bad:
+            raise ValueError(f"attention resolutions must be powers of two in 4..256, got {bad}")
+        return sorted(set(v))
+
+
+class EvaluateParams(Section):
+    seed: int = 0
+    max_captions: int = Field(600, ge=2)
+    noise_samples: int = Field(8, ge=1, le=64)
+    classifier_steps: int = Field(600, ge=1)
+    diversity_captions: int = Field(8, ge=1)
+    diversity_samples: int = Field(16, ge=2)
+    rprecision_candidates: int = Field(100, ge=2)
+    inception_weights: str | None = None
+    device: Device = "auto"
+
+
+SECTIONS: dict[str, type[Section]] = {
+    "ingest": IngestParams,
+    "embed": EmbedParams,
+    "train": TrainParams,
+    "evaluate": EvaluateParams,
+}
+
+
+def _unknown(key: str, allowed: list[str]) -> str:
+    close = difflib.get_close_matches(key.rsplit(".", 1)[-1], allowed, n=1)
+    hint = f" (did you mean '{close[0]}'?)" if close else ""
+    return f"unknown key '{key}'{hint}; allowed: {', '.join(sorted(allowed))}"
+
+
+def _format(section: str, cls: type[Section], err: ValidationError, source: Path) -> str:
+    lines = []
+    for e in err.errors():
+        key = ".".join([section, *map(str, e["loc"])])
+        if e["type"] == "extra_forbidden":
+            lines.append(_unknown(key, list(cls.model_fields)))
+        else:
+            lines.append(f"'{key}': {e['msg']} (got {e.get('input')!r})")
+    return f"{source}: invalid params:\n  " + "\n  ".join(lines)
+
+
+def read_params(path: Path | str = DEFAULT_PARAMS) -> dict[str, Any]:
+    path = Path(path)
+    if not path.exists():
+        raise ParamsError(f"{path} not found: run the stage from the project root")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise ParamsError(f"{path} is not valid YAML: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise ParamsError(f"{path}: expected a mapping of sections, got {type(raw).__name__}")
+    unknown = [k for k in raw if k not in SECTIONS]
+    if unknown:
+        raise ParamsError(f"{path}: " + "; ".join(_unknown(k, list(SECTIONS)) for k in unknown))
+    return raw
+
+
+def validate_section(name: str, values: dict[str, Any] | None, source: Path | str = "params") -> Section:
+    cls = SECTIONS[name]
+    if values is not None and not isinstance(values, dict):
+        raise ParamsError(f"{source}: section '{name}' must be a mapping, got {values!r}")
+    try:
+        return cls.model_validate(values or {})
+    except ValidationError as exc:
+        raise ParamsError(_format(name, cls, exc, Path(source))) from None
+
+
+def load_section(name: str, path: Path | str = DEFAULT_PARAMS) -> Any:
+    """Validated params of one stage; the other sections are only checked for unknown names."""
+    if name not in SECTIONS:
+        raise ParamsError(_unknown(name, list(SECTIONS)))
+    return validate_section(name, read_params(path).get(name), path)
+
+
+def load_all(path: Path | str = DEFAULT_PARAMS) -> dict[str, Section]:
+    raw = read_params(path)
+    return {name: validate_section(name, raw.get(name), path) for name in SECTIONS}
