@@ -1,0 +1,81 @@
+"""params.yaml validation: bad values stop a stage before it works, naming the key."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from t2i.config import SECTIONS, EmbedParams, ParamsError, TrainParams, load_all, load_section
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def write(tmp_path: Path, data: dict) -> Path:
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(data), encoding="utf-8")
+    return path
+
+
+def test_repo_params_validate() -> None:
+    sections = load_all(REPO / "params.yaml")
+    assert set(sections) == set(SECTIONS)
+    assert isinstance(sections["embed"], EmbedParams)
+
+
+def test_unknown_key_named_with_suggestion(tmp_path: Path) -> None:
+    path = write(tmp_path, {"train": {"lrg": 0.1}})
+    with pytest.raises(ParamsError) as info:
+        load_section("train", path)
+    message = str(info.value)
+    assert "train.lrg" in message and "lr_g" in message
+
+
+def test_wrong_type_and_range_named(tmp_path: Path) -> None:
+    path = write(tmp_path, {"train": {"steps": "many", "lr_d": -1}})
+    with pytest.raises(ParamsError) as info:
+        load_section("train", path)
+    message = str(info.value)
+    assert "'train.steps'" in message and "'train.lr_d'" in message
+    assert "greater than 0" in message
+
+
+def test_unknown_encoder_lists_allowed(tmp_path: Path) -> None:
+    path = write(tmp_path, {"embed": {"encoder": "word2vec"}})
+    with pytest.raises(ParamsError) as info:
+        load_section("embed", path)
+    assert "'embed.encoder'" in str(info.value) and "'bow'" in str(info.value)
+
+
+def test_unknown_section_named(tmp_path: Path) -> None:
+    path = write(tmp_path, {"trian": {}})
+    with pytest.raises(ParamsError, match="unknown key 'trian'.*did you mean 'train'"):
+        load_section("embed", path)
+
+
+def test_missing_file_and_bad_yaml(tmp_path: Path) -> None:
+    with pytest.raises(ParamsError, match="not found"):
+        load_section("ingest", tmp_path / "nope.yaml")
+    bad = tmp_path / "params.yaml"
+    bad.write_text("train: [unclosed", encoding="utf-8")
+    with pytest.raises(ParamsError, match="not valid YAML"):
+        load_section("train", bad)
+
+
+def test_attention_resolutions_checked(tmp_path: Path) -> None:
+    path = write(tmp_path, {"train": {"attention": [16, 12]}})
+    with pytest.raises(ParamsError, match="train.attention"):
+        load_section("train", path)
+    assert TrainParams(attention=[16, 8, 8]).attention == [8, 16]
+
+
+def test_dvc_yaml_params_match_config() -> None:
+    """Every dotted key dvc.yaml tracks exists in params.yaml, so DVC and t2i agree."""
+    dvc = yaml.safe_load((REPO / "dvc.yaml").read_text(encoding="utf-8"))
+    params = yaml.safe_load((REPO / "params.yaml").read_text(encoding="utf-8"))
+    for stage, spec in dvc["stages"].items():
+        for key in spec.get("params", []):
+            section, _, field = key.partition(".")
+            assert section in params, f"{stage}: {key}"
+            if field:
+                assert field in SECTIONS[section].model_fields, f"{stage}: {key}"
+                assert field in params[section], f"{stage}: {key} missing from params.yaml"
