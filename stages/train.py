@@ -1,0 +1,61 @@
+"""DVC stage `train`: data/prepared + data/embeddings -> models/, checkpoints/, plots/train/.
+
+    python -m stages.train                          # one process (CPU or one GPU)
+    torchrun --nproc_per_node=N -m stages.train     # DDP; only rank 0 logs and writes outs
+Resumes by itself from checkpoints/ when params and data match; SIGINT/SIGTERM checkpoint first.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from t2i.config import load_section
+from t2i.train import NonFiniteLossError, Outputs, TrainData, TrainingInterrupted, init_distributed, load_train_data, train
+from t2i.train.distributed import device_type_hint, shutdown
+
+
+def tracker_opener(params: Any, data: TrainData) -> Any:
+    def open_tracker(info: dict[str, Any] | None) -> Any:
+        from t2i import tracking  # the only module that talks to MLflow
+
+        if info:
+            try:
+                return tracking.resume_run(info)  # a resumed training continues its run
+            except tracking.TrackingError as exc:
+                print(f"train: cannot reopen MLflow run {info.get('run_id')} ({exc}); starting a new run")
+        flat = {f"train.{k}": v for k, v in params.model_dump().items()}
+        flat.update({f"encoder.{k}": v for k, v in data.encoder.items()})
+        tags = {**tracking.default_tags(), "data_identity": data.identity[:16]}
+        return tracking.start_run("t2i", run_name=None, params=flat, tags=tags)
+
+    return open_tracker
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--no-tracking", action="store_true", help="do not log to MLflow (tests, dry runs)")
+    args = ap.parse_args(argv)
+    params = load_section("train", args.params)
+    ctx = init_distributed(device_type_hint(params.device))
+    try:
+        data = load_train_data("data/prepared", "data/embeddings")
+        opener = None if args.no_tracking else tracker_opener(params, data)
+        result = train(params, data, Outputs(), ctx, opener)
+        if ctx.is_main:
+            print(f"train: step {result.step}, {result.images_per_s:.0f} images/s -> models/")
+        return 0
+    except TrainingInterrupted as exc:
+        print(f"train: {exc}", file=sys.stderr)
+        return 128 + int(exc.signum)
+    except NonFiniteLossError as exc:
+        print(f"train: error: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        shutdown(ctx)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,70 @@
+"""`GANConfig`: the architecture of one generator/discriminator pair, nothing about training.
+
+It is saved in models/config.json beside the weights, so a generator can be rebuilt from the
+file alone (see `t2i.models.io.load_generator`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+RESOLUTIONS = (32, 64, 128, 256)
+
+
+@dataclass(frozen=True)
+class GANConfig:
+    resolution: int = 32                  # output side in pixels: 32 | 64 | 128 | 256
+    text_dim: int = 512                   # sentence-vector size (USE: 512)
+    z_dim: int = 32
+    g_width: int = 128                    # G channels at 4x4, halved per upsampling
+    d_width: int = 32                     # D channels at full resolution, doubled per downsampling
+    attention: tuple[int, ...] = (8, 16)  # resolutions followed by a residual attention module
+    conditioning: Literal["affine", "cbn"] = "cbn"
+    d_conditioning: Literal["projection", "concat"] = "projection"
+    g_min_width: int = 32
+    d_max_width: int = 512
+    cond_dim: int = 128                   # shared embedding of [sentence, z] that drives every block
+    noise_in_blocks: bool = True          # z also drives every block's modulation (diversity)
+    extra: dict[str, Any] = field(default_factory=dict)  # room for forward-compatible keys
+
+    def __post_init__(self) -> None:
+        if self.resolution not in RESOLUTIONS:
+            raise ValueError(f"resolution must be one of {RESOLUTIONS}, got {self.resolution}")
+        if self.conditioning not in ("affine", "cbn"):
+            raise ValueError(f"conditioning must be affine|cbn, got {self.conditioning!r}")
+        if self.d_conditioning not in ("projection", "concat"):
+            raise ValueError(f"d_conditioning must be projection|concat, got {self.d_conditioning!r}")
+        object.__setattr__(self, "attention", tuple(sorted(int(r) for r in self.attention)))
+
+    def g_resolutions(self) -> list[int]:
+        """Resolutions produced by the upsampling blocks: 8, 16, ..., resolution."""
+        out, r = [], 8
+        while r <= self.resolution:
+            out.append(r)
+            r *= 2
+        return out
+
+    def g_channels(self, res: int) -> int:
+        # Halve per doubling of resolution from 4x4, floor at g_min_width.
+        c, r = self.g_width, 4
+        while r < res:
+            c, r = max(self.g_min_width, c // 2), r * 2
+        return c
+
+    def d_channels(self, res: int) -> int:
+        # Double per halving of resolution from full size, capped at d_max_width.
+        c, r = self.d_width, self.resolution
+        while r > res:
+            c, r = min(self.d_max_width, c * 2), r // 2
+        return c
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["attention"] = list(self.attention)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "GANConfig":
+        known = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
+        return cls(**known)

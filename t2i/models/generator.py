@@ -1,0 +1,90 @@
+"""Generator: (z, sentence vector) -> image in [-1, 1].
+
+z and the sentence go through a dense layer to a 4x4 map, then one upsampling block per
+doubling. Every block is modulated by the sentence (per-channel scale and shift), so the text
+steers all scales, not only the first; where `attention` lists a block's resolution a residual
+attention module follows it. With `noise_in_blocks` the modulation also sees z: a prototype that
+fed z only to the dense layer learned to ignore it (all samples of a caption alike).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from t2i.models.attention import ResidualAttention
+from t2i.models.config import GANConfig
+
+
+class Modulation(nn.Module):
+    """Per-channel affine modulation by the condition vector.
+
+    cbn: BatchNorm without its own affine, then (1 + gamma(c)) * h + beta(c) -- conditional BN.
+    affine: no normalisation, the same scale/shift straight on the features (DF-GAN style).
+    """
+
+    def __init__(self, channels: int, cond_dim: int, normalise: bool) -> None:
+        super().__init__()
+        self.norm = nn.BatchNorm2d(channels, affine=False) if normalise else nn.Identity()
+        self.to_scale_shift = nn.Linear(cond_dim, 2 * channels)
+        # Start as the identity map so early training is a plain (normalised) network.
+        nn.init.zeros_(self.to_scale_shift.weight)
+        nn.init.zeros_(self.to_scale_shift.bias)
+
+    def forward(self, h: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        gamma, beta = self.to_scale_shift(cond).chunk(2, dim=1)  # (B, C) each
+        return self.norm(h) * (1.0 + gamma[:, :, None, None]) + beta[:, :, None, None]
+
+
+class GBlock(nn.Module):
+    """Upsample x2 -> [conv -> modulate -> act] x2, plus a 1x1 shortcut."""
+
+    def __init__(self, c_in: int, c_out: int, cond_dim: int, normalise: bool) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(c_in, c_out, 3, padding=1)
+        self.mod1 = Modulation(c_out, cond_dim, normalise)
+        self.conv2 = nn.Conv2d(c_out, c_out, 3, padding=1)
+        self.mod2 = Modulation(c_out, cond_dim, normalise)
+        self.shortcut = nn.Conv2d(c_in, c_out, 1) if c_in != c_out else nn.Identity()
+
+    def forward(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        x = F.interpolate(x, scale_factor=2.0, mode="nearest")  # (B, C_in, 2H, 2W)
+        h = F.leaky_relu(self.mod1(self.conv1(x), cond), 0.2)
+        h = F.leaky_relu(self.mod2(self.conv2(h), cond), 0.2)
+        return h + self.shortcut(x)  # (B, C_out, 2H, 2W)
+
+
+class Generator(nn.Module):
+    def __init__(self, config: GANConfig) -> None:
+        super().__init__()
+        self.config = config
+        c = config
+        c0 = c.g_channels(4)
+        cond_in = c.text_dim + (c.z_dim if c.noise_in_blocks else 0)
+        # Shared condition embedding (BigGAN-style): one MLP, a cheap Linear per modulation.
+        self.cond = nn.Sequential(nn.Linear(cond_in, c.cond_dim), nn.LeakyReLU(0.2))
+        self.dense = nn.Linear(c.z_dim + c.text_dim, c0 * 4 * 4)
+        self.blocks = nn.ModuleList()
+        self.attn = nn.ModuleDict()
+        c_prev = c0
+        for res in c.g_resolutions():
+            c_out = c.g_channels(res)
+            self.blocks.append(GBlock(c_prev, c_out, c.cond_dim, c.conditioning == "cbn"))
+            if res in c.attention:
+                self.attn[str(res)] = ResidualAttention(c_out, res, norm=True, sn=False)
+            c_prev = c_out
+        self.to_rgb = nn.Sequential(nn.LeakyReLU(0.2), nn.Conv2d(c_prev, 3, 3, padding=1))
+
+    def forward(self, z: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+        # z (B, z_dim), text (B, text_dim) -> (B, 3, R, R) in [-1, 1]
+        cfg = self.config
+        cond_in = torch.cat([text, z], dim=1) if cfg.noise_in_blocks else text
+        cond = self.cond(cond_in)  # (B, cond_dim)
+        h = self.dense(torch.cat([z, text], dim=1)).view(z.shape[0], -1, 4, 4)  # (B, C0, 4, 4)
+        for block, res in zip(self.blocks, cfg.g_resolutions()):
+            h = block(h, cond)
+            if str(res) in self.attn:
+                h = self.attn[str(res)](h)
+        return torch.tanh(self.to_rgb(h))
+

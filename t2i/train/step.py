@@ -1,0 +1,114 @@
+"""One training iteration: D step, G step, EMA update. No I/O, no logging.
+
+One G forward per iteration (the DCGAN pattern): the fakes feed the D step detached, then the
+same fakes, still attached to G's graph, are scored by the updated D for the G step.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from t2i.models import Discriminator, GANConfig, Generator
+from t2i.train.data import TrainData
+from t2i.train.losses import LossConfig, discriminator_loss, generator_loss
+from t2i.train.runtime import Runtime, step_generator
+
+
+@dataclass
+class GANState:
+    g: nn.Module               # Generator, or DDP(Generator)
+    d: nn.Module               # Discriminator, or DDP(Discriminator)
+    g_raw: Generator
+    d_raw: Discriminator
+    ema: Generator             # exponential moving average of G: every sample comes from it
+    opt_g: torch.optim.Adam
+    opt_d: torch.optim.Adam
+
+
+def build_state(
+    cfg: GANConfig, lr_g: float, lr_d: float, betas: tuple[float, float], runtime: Runtime, ddp: bool
+) -> GANState:
+    g = Generator(cfg).to(runtime.device, memory_format=runtime.memory_format)
+    d = Discriminator(cfg).to(runtime.device, memory_format=runtime.memory_format)
+    ema = copy.deepcopy(g).eval().requires_grad_(False)
+    g_w: nn.Module = g
+    d_w: nn.Module = d
+    if ddp:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        ids = [runtime.device.index] if runtime.device.type == "cuda" else None
+        g_w, d_w = DDP(g, device_ids=ids), DDP(d, device_ids=ids)
+    return GANState(
+        g=g_w, d=d_w, g_raw=g, d_raw=d, ema=ema,
+        opt_g=torch.optim.Adam(g.parameters(), lr=lr_g, betas=betas),
+        opt_d=torch.optim.Adam(d.parameters(), lr=lr_d, betas=betas),
+    )
+
+
+@torch.no_grad()
+def update_ema(ema: nn.Module, g: nn.Module, decay: float, step: int) -> None:
+    # Warm-up: a short run's EMA should not be stuck at the random init.
+    d = min(decay, (1.0 + step) / (10.0 + step))
+    e_params, g_params = list(ema.parameters()), list(g.parameters())
+    torch._foreach_lerp_(e_params, g_params, 1.0 - d)
+    for eb, gb in zip(ema.buffers(), g.buffers()):  # BN running stats follow G
+        eb.copy_(gb)
+
+
+def mismatched_text(data: TrainData, text: torch.Tensor, partner: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """Wrong captions for the real images: the word-order swap where one exists (half of the
+    time), else the caption of another image in the batch."""
+    shuffled = text.roll(1, dims=0)  # (B, D)
+    has = partner >= 0
+    use_swap = has & (torch.rand(len(partner), generator=gen) < 0.5)
+    if not bool(use_swap.any()):
+        return shuffled
+    swapped = data.text[partner.clamp(min=0)].to(text.device)
+    return torch.where(use_swap.to(text.device)[:, None], swapped, shuffled)
+
+
+def train_step(
+    state: GANState,
+    data: TrainData,
+    rows: torch.Tensor,       # (B,) train-caption rows of this rank's batch
+    step: int,
+    seed: int,
+    rank: int,
+    loss_cfg: LossConfig,
+    ema_decay: float,
+    runtime: Runtime,
+) -> dict[str, torch.Tensor]:
+    gen = step_generator(seed, rank, step)
+    real, text, partner = data.batch(rows, runtime.device, runtime.channels_last)
+    b = real.shape[0]
+    z = torch.randn(b, state.g_raw.config.z_dim, generator=gen).to(runtime.device)
+    paired = loss_cfg.diversity_weight > 0 and b >= 4
+    # Paired: fakes use the first half's captions twice with fresh noise (mode-seeking term).
+    text_fake = torch.cat([text[: b // 2], text[: b // 2]]) if paired else text
+    text_mis = mismatched_text(data, text, partner, gen)
+
+    with runtime.autocast():
+        fake = state.g(z, text_fake)  # (B, 3, R, R)
+
+    # --- D step
+    state.opt_d.zero_grad(set_to_none=True)
+    with runtime.autocast():
+        loss_d, stats_d = discriminator_loss(state.d, real, text, fake, text_fake, text_mis, loss_cfg)
+    loss_d.backward()
+    state.opt_d.step()
+
+    # --- G step: D frozen and called unwrapped (no DDP bookkeeping for a D that is not updated)
+    state.d_raw.requires_grad_(False)
+    state.opt_g.zero_grad(set_to_none=True)
+    with runtime.autocast():
+        loss_g, stats_g = generator_loss(state.d_raw, fake, text_fake, z, loss_cfg, paired)
+    loss_g.backward()
+    state.opt_g.step()
+    state.d_raw.requires_grad_(True)
+
+    update_ema(state.ema, state.g_raw, ema_decay, step)
+    return {"loss_d": loss_d.detach(), "loss_g": loss_g.detach(), **stats_d, **stats_g}

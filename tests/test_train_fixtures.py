@@ -1,0 +1,46 @@
+"""Helpers (no tests): a tiny prepared dir + embeddings, and small TrainParams."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from t2i.config import TrainParams
+
+COLOURS = ["red", "blue", "yellow", "white"]
+
+
+def make_dataset(root: Path, n_images: int = 48, resolution: int = 32, dim: int = 32, seed: int = 0) -> tuple[Path, Path]:
+    """data/prepared + data/embeddings under root: random images, random unit caption vectors,
+    captions with word-order-swapped pairs."""
+    rng = np.random.default_rng(seed)
+    prepared, emb = root / "data" / "prepared", root / "data" / "embeddings"
+    prepared.mkdir(parents=True)
+    emb.mkdir(parents=True)
+    rows = []
+    for i in range(n_images):
+        a, b = rng.choice(len(COLOURS), 2, replace=False)
+        split = "test" if i % 8 == 7 else "train"
+        for caption in (f"a {COLOURS[a]} flower with a {COLOURS[b]} stem", f"a flower with {COLOURS[a]} petals"):
+            rows.append({"image_index": i, "split": split, "caption": caption, "class": COLOURS[a]})
+    table = pd.DataFrame(rows)
+    table.to_parquet(prepared / "captions.parquet", index=False)
+    np.save(prepared / "images.npy", rng.integers(0, 256, (n_images, resolution, resolution, 3), dtype=np.uint8))
+    (prepared / "manifest.json").write_text(json.dumps({"source": "test", "dataset": "test", "skipped": []}))
+    vec = rng.normal(size=(len(table), dim)).astype(np.float32)
+    np.save(emb / "embeddings.npy", vec / np.linalg.norm(vec, axis=1, keepdims=True))
+    (emb / "encoder.json").write_text(json.dumps({"name": "random", "version": "0", "dim": dim, "handle": None}))
+    return prepared, emb
+
+
+def small_params(**over: Any) -> TrainParams:
+    base: dict[str, Any] = dict(
+        steps=6, batch_size=8, z_dim=8, g_width=32, d_width=16, attention=[8, 16],
+        checkpoint_every=2, sample_every=3, log_every=1, threads=1, precision="fp32", channels_last=True,
+    )
+    base.update(over)
+    return TrainParams(**base)
