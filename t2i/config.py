@@ -72,6 +72,7 @@ class TrainParams(Section):
     ma_gp_weight: float = Field(2.0, ge=0.0)
     ma_gp_power: float = Field(6.0, gt=0.0)
     mismatch_weight: float = Field(1.0, ge=0.0)
+    diversity_weight: float = Field(0.0, ge=0.0)  # mode-seeking term (MSGAN): noise must matter
     lr_g: float = Field(2e-4, gt=0.0, le=1.0)
     lr_d: float = Field(4e-4, gt=0.0, le=1.0)
     beta1: float = Field(0.0, ge=0.0, lt=1.0)
