@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from t2i.config import IngestParams
-from t2i.data.imageio import Box, load_images
+from t2i.data.imageio import Box, iter_images
 from t2i.data.readers import Dataset, IngestError
 from t2i.data.textio import Skip, skip
 
@@ -65,33 +65,34 @@ def assemble(items: list[Item], params: IngestParams, root: Path, extra_skips: l
     items = subset(items, params)
     if not items:
         raise IngestError(f"no images found in {root} for dataset {params.dataset!r}")
-    decoded = load_images([it.path for it in items], params.resolution, params.workers,
-                          [it.box for it in items] if any(it.box for it in items) else None)
+    boxes = [it.box for it in items] if any(it.box for it in items) else None
+    r = params.resolution
+    images = np.empty((len(items), r, r, 3), np.uint8)  # (N, R, R, 3), good images packed first
     bad_images: list[Skip] = list(extra_skips or [])
     bad_captions: list[Skip] = [s for it in items for s in it.caption_skips]
     uncaptioned: list[Skip] = []
-    arrays: list[np.ndarray] = []
     rows: list[dict[str, object]] = []
-    for item, result in zip(items, decoded):
+    n_good = 0
+    for item, result in zip(items, iter_images([it.path for it in items], r, params.workers, boxes)):
         if isinstance(result, str):
             bad_images.append(skip(item.name, result))
         elif not item.captions:
             uncaptioned.append(skip(item.name, "no usable caption"))
         else:
-            rows += [{"image_index": len(arrays), "split": item.split, "caption": c, "class": item.cls}
+            rows += [{"image_index": n_good, "split": item.split, "caption": c, "class": item.cls}
                      for c in item.captions]
-            arrays.append(result)
+            images[n_good] = result
+            n_good += 1
     n_images = len(items) + len(extra_skips or [])
     _check_fraction("images", bad_images, n_images, params.max_bad_fraction)
     _check_fraction("captions", bad_captions, sum(it.captions_considered for it in items),
                     params.max_bad_fraction)
-    if not arrays:
+    if not n_good:
         raise IngestError(f"no usable image with a caption in {root}")
     table = pd.DataFrame(rows, columns=["image_index", "split", "caption", "class"])
-    images = np.stack(arrays)  # (N, R, R, 3) uint8
     manifest = {
         "source": str(root),
         "dataset": params.dataset,
         "skipped": bad_images + uncaptioned + bad_captions,
     }
-    return Dataset(table=table, images=images, manifest=manifest)
+    return Dataset(table=table, images=images[:n_good], manifest=manifest)  # a view, no copy

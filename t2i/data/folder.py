@@ -75,8 +75,9 @@ def read(params: IngestParams) -> Dataset:
     if bad_splits:
         raise IngestError(f"{path}: split values must be train or test, got {bad_splits}")
     # An exact test count (at least one image), as for the synthetic data.
+    n_test = max(1, round(params.test_fraction * len(present)))
     test = np.zeros(len(present), bool)
-    test[np.random.default_rng([params.seed, 3]).permutation(len(present))[: max(1, round(params.test_fraction * len(present)))]] = True
+    test[np.random.default_rng([params.seed, 3]).permutation(len(present))[:n_test]] = True
     for item, is_test in zip(present, test):
         item.split = item.split or ("test" if is_test else "train")
     return assemble(present, params, root, extra_skips=missing)

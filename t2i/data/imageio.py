@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import multiprocessing
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -72,22 +73,23 @@ def _load(job: tuple[str, int, Box | None]) -> np.ndarray | str:
     return load_image(*job)
 
 
-def load_images(
+def iter_images(
     paths: list[Path], resolution: int, workers: int, boxes: list[Box | None] | None = None,
     desc: str = "decoding images",
-) -> list[np.ndarray | str]:
-    """``load_image`` over all paths with ``workers`` processes, in order, with a progress bar."""
+) -> Iterator[np.ndarray | str]:
+    """``load_image`` over all paths with ``workers`` processes, in order, with a progress bar.
+
+    A generator, so the caller can write each image into a preallocated array and never hold
+    a second copy of the whole dataset.
+    """
     jobs = [(str(p), resolution, boxes[i] if boxes else None) for i, p in enumerate(paths)]
     with tqdm(total=len(jobs), desc=desc, unit="img") as bar:
         if workers <= 1 or len(jobs) < 2:
-            results = []
             for job in jobs:
-                results.append(_load(job))
+                yield _load(job)
                 bar.update()
-            return results
+            return
         with multiprocessing.get_context().Pool(workers) as pool:
-            results = []
             for result in pool.imap(_load, jobs, chunksize=16):
-                results.append(result)
+                yield result
                 bar.update()
-            return results
