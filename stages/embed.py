@@ -1,0 +1,41 @@
+"""DVC stage `embed`: data/prepared/captions.parquet -> data/embeddings/ (embeddings.npy, encoder.json).
+
+    python -m stages.embed      (params: the `embed` section of params.yaml)
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from t2i.config import ParamsError, load_section
+from t2i.text import EncoderError, get_encoder
+from t2i.text.embed_table import embed_table
+
+PREPARED = Path("data/prepared")
+OUT = Path("data/embeddings")
+
+
+def main() -> int:
+    try:
+        p = load_section("embed")
+    except ParamsError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    captions = PREPARED / "captions.parquet"
+    if not captions.is_file():
+        print(f"{captions} not found: run the ingest stage first (dvc repro ingest)", file=sys.stderr)
+        return 2
+    try:
+        encoder = get_encoder(p.encoder, handle=p.handle, device=p.device, threads=p.threads, batch_size=p.batch_size)
+    except EncoderError as exc:
+        print(f"embed: {exc}", file=sys.stderr)
+        return 2
+    summary = embed_table(captions, OUT, encoder, chunk_size=p.chunk_size, progress=True)
+    print(json.dumps(summary))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
