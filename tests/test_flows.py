@@ -1,0 +1,159 @@
+"""Prefect flows against a real DVC project of two toy stages (fast; the real stages: test_flows_e2e).
+
+The toy `fit` stage goes through t2i.tracking like the real train stage, so the test sees the
+Prefect flow-run id arrive on an MLflow run, and fails or gets SIGKILLed on demand.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from t2i import orchestration as orch
+
+ROOT = Path(__file__).resolve().parents[1]
+
+PARAMS = """# toy params (sections must be valid t2i sections: overrides are validated)
+train:
+  seed: 0   # 13 fails, 9 is SIGKILLed once
+  steps: 3
+"""
+DVC_YAML = """stages:
+  fit:
+    cmd: python fit.py
+    deps: [fit.py, data/prep.txt]
+    params: [train]
+    outs: [models]
+    metrics: [eval/metrics.json: {cache: false}]
+  prep:
+    cmd: python -c "import pathlib; pathlib.Path('data').mkdir(exist_ok=True); pathlib.Path('data/prep.txt').write_text('x')"
+    outs: [data/prep.txt]
+"""
+FIT = """import json, os, pathlib, signal, sys, yaml
+from t2i import tracking
+p = yaml.safe_load(open("params.yaml"))["train"]
+print("fit: steps", p["steps"], flush=True)
+if p["seed"] == 13:
+    print("boom: seed 13 is unlucky", file=sys.stderr, flush=True); sys.exit(1)
+if p["seed"] == 9 and not pathlib.Path("killed-once").exists():
+    pathlib.Path("killed-once").write_text("1"); os.kill(os.getpid(), signal.SIGKILL)
+run = tracking.start_run("t2i", None, {"train": p}, {})
+run.log_metrics({"loss": 1.0 / p["steps"]}, step=p["steps"])
+run.end()
+pathlib.Path("models").mkdir(exist_ok=True); pathlib.Path("eval").mkdir(exist_ok=True)
+json.dump(run.to_json(), open("models/mlflow_run.json", "w"))
+json.dump({"score": p["steps"] * 0.1, "nested": {"acc": 0.5}}, open("eval/metrics.json", "w"))
+"""
+
+
+@pytest.fixture(scope="session")
+def prefect_harness() -> Iterator[None]:
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+def _git(root: Path, *args: str) -> None:
+    subprocess.run(["git", *args], cwd=root, check=True, capture_output=True)
+
+
+@pytest.fixture()
+def toy_repo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    root = tmp_path / "toy"
+    root.mkdir()
+    for name, text in {"params.yaml": PARAMS, "dvc.yaml": DVC_YAML, "fit.py": FIT, ".gitignore": "/mlflow.db\n/mlruns/\nkilled-once\n"}.items():
+        (root / name).write_text(text)
+    _git(root, "init", "-q")
+    _git(root, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "--allow-empty", "-m", "empty")
+    subprocess.run(orch.dvc("init", "-q"), cwd=root, check=True)
+    _git(root, "add", "-A")
+    _git(root, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "toy")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
+    monkeypatch.setenv("GIT_AUTHOR_NAME", "t")  # dvc exp run commits
+    monkeypatch.setenv("GIT_AUTHOR_EMAIL", "t@t")
+    monkeypatch.setenv("GIT_COMMITTER_NAME", "t")
+    monkeypatch.setenv("GIT_COMMITTER_EMAIL", "t@t")
+    return root
+
+
+def _logs(flow_run_id: Any) -> str:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+    from prefect.logging.handlers import APILogWorker
+
+    APILogWorker.drain_all(timeout=10)  # logs are shipped in the background
+    with get_client(sync_client=True) as client:
+        logs = client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id])))
+    return "\n".join(log.message for log in logs)
+
+
+def test_stage_order_follows_deps_not_file_order(toy_repo: Path) -> None:
+    assert orch.stage_order(toy_repo) == ["prep", "fit"]
+    assert orch.stage_order(ROOT) == ["ingest", "embed", "train", "evaluate"]
+
+
+def test_apply_overrides_keeps_comments_and_validates(toy_repo: Path) -> None:
+    params = toy_repo / "params.yaml"
+    orch.apply_overrides(params, {"train.steps": "7", "train.attention": []})
+    assert "# 13 fails" in params.read_text() and "steps: 7" in params.read_text()
+    with pytest.raises(ValueError, match="train.stepz"):
+        orch.apply_overrides(params, {"train.stepz": 1})
+
+
+def test_pipeline_override_makes_experiment_and_tagged_mlflow_run(prefect_harness: None, toy_repo: Path) -> None:
+    from mlflow import MlflowClient
+
+    from flows.pipeline import pipeline
+
+    state = pipeline(overrides={"train.steps": 5}, exp_name="toy-five", project_dir=str(toy_repo), return_state=True)
+    assert state.is_completed(), state.message
+    assert state.result() == {"score": 0.5, "nested.acc": 0.5}
+    assert "toy-five" in orch.list_experiments(toy_repo)
+    info = json.loads((toy_repo / "models" / "mlflow_run.json").read_text())
+    tags = MlflowClient(info["tracking_uri"]).get_run(info["run_id"]).data.tags
+    assert tags["prefect.flow_run_id"] == str(state.state_details.flow_run_id)
+    assert tags["dvc.exp_name"] == "toy-five"
+    logs = _logs(state.state_details.flow_run_id)
+    assert "fit: steps 5" in logs  # stage output streamed into the run's logs
+
+
+def test_failing_stage_fails_flow_with_its_error(prefect_harness: None, toy_repo: Path) -> None:
+    from flows.pipeline import pipeline
+
+    state = pipeline(overrides={"train.seed": 13}, project_dir=str(toy_repo), return_state=True)
+    assert state.is_failed()
+    logs = _logs(state.state_details.flow_run_id)
+    assert "boom: seed 13 is unlucky" in logs and "stage 'fit' failed" in logs
+
+
+def test_killed_stage_is_retried_and_resumes(prefect_harness: None, toy_repo: Path) -> None:
+    from flows.pipeline import pipeline
+
+    state = pipeline(overrides={"train.seed": 9}, project_dir=str(toy_repo), return_state=True)
+    assert state.is_completed(), state.message
+    assert "exited with -9" in _logs(state.state_details.flow_run_id)
+
+
+def test_sweep_two_points_two_experiments(prefect_harness: None, toy_repo: Path) -> None:
+    from mlflow import MlflowClient
+
+    from flows.sweep import sweep
+
+    result = sweep(grid={"train.steps": [2, 4]}, metric="score", prefix="toy", project_dir=str(toy_repo))
+    assert {"toy-0", "toy-1"} <= set(orch.list_experiments(toy_repo))
+    assert result["best"]["experiment"] == "toy-1"
+    parent = result["mlflow_parent"]
+    client = MlflowClient(parent["tracking_uri"])
+    assert client.get_run(parent["run_id"]).data.metrics["best.score"] == pytest.approx(0.4)
+    children = client.search_runs([parent["experiment_id"]], f"tags.mlflow.parentRunId = '{parent['run_id']}'")
+    assert len(children) == 2
+    assert "steps: 4" in (toy_repo / "params.yaml").read_text()  # best point applied
