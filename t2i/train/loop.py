@@ -77,6 +77,7 @@ class TrainResult:
     resumed_from: int
     images_per_s: float
     history: list[dict[str, float]] = field(default_factory=list)
+    state: GANState | None = None   # the trained networks and optimisers (benchmarks, tests)
 
 
 OpenTracker = Callable[[dict[str, Any] | None], Tracker]
@@ -220,7 +221,7 @@ def train(
         bar.close()
         if ctx.is_main:
             tracker.end(status)
-    return TrainResult(step=step, resumed_from=start, images_per_s=n_img / max(time.perf_counter() - t0, 1e-9), history=history)
+    return TrainResult(step=step, resumed_from=start, images_per_s=n_img / max(time.perf_counter() - t0, 1e-9), history=history, state=state)
 
 
 def _finish(outputs: Outputs, state: GANState, samples: Any, config_dict: dict[str, Any], step: int, tracker: Tracker, device: torch.device) -> None:
