@@ -1,0 +1,67 @@
+"""Cache the evaluation judges by a fingerprint of what they were trained on.
+
+Experiments that differ only in training params share ``data/prepared`` and
+``data/embeddings``; retraining the attribute classifier and the image encoder for each would
+cost every ``dvc exp run`` the same ~30 s for the same result. The key hashes the data files and
+the judge's own settings, so a new dataset or a code change (``JUDGE_VERSION``) retrains.
+Weights go through safetensors: nothing in the cache can run code when loaded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import uuid
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+JUDGE_VERSION = 1  # bump when a judge's architecture or training changes
+_FULL_HASH_LIMIT = 256 << 20  # bigger files: size + head + tail (DVC already md5s them)
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("T2I_CACHE_DIR", ".cache/t2i")) / "eval"
+
+
+def file_digest(path: Path | str) -> str:
+    path = Path(path)
+    h = hashlib.sha256()
+    size = path.stat().st_size
+    h.update(str(size).encode())
+    with path.open("rb") as f:
+        if size <= _FULL_HASH_LIMIT:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+        else:
+            h.update(f.read(16 << 20))
+            f.seek(-(16 << 20), os.SEEK_END)
+            h.update(f.read())
+    return h.hexdigest()
+
+
+def fingerprint(*parts: Any) -> str:
+    blob = json.dumps([JUDGE_VERSION, *parts], sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:20]
+
+
+def load(kind: str, key: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]] | None:
+    weights = cache_dir() / f"{kind}-{key}.safetensors"
+    meta = cache_dir() / f"{kind}-{key}.json"
+    if not (weights.is_file() and meta.is_file()):
+        return None
+    return load_file(str(weights)), json.loads(meta.read_text(encoding="utf-8"))
+
+
+def save(kind: str, key: str, state: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+    """Write weights then metadata, each via temp file + rename (meta last marks it complete)."""
+    d = cache_dir()
+    d.mkdir(parents=True, exist_ok=True)
+    tmp = d / f".{kind}-{key}.{uuid.uuid4().hex[:8]}.tmp"
+    save_file({k: v.detach().cpu().contiguous() for k, v in state.items()}, str(tmp))
+    tmp.replace(d / f"{kind}-{key}.safetensors")
+    tmp.write_text(json.dumps(meta, indent=1), encoding="utf-8")
+    tmp.replace(d / f"{kind}-{key}.json")

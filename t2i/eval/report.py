@@ -1,0 +1,134 @@
+"""Evaluate's outputs: eval/metrics.json, eval/plots/, eval/samples.png, eval/report.html.
+
+Every file is written to a temp file in its directory and renamed over the target, so an
+interrupted run never leaves a half-written metrics file for ``dvc metrics show`` to read.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from PIL import Image
+
+from t2i.eval.registry import MetricResult
+
+PLOTS_DIR = "plots"
+ATTRIBUTE_PLOT = "attribute_accuracy.csv"
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def png_bytes(image: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    image.save(buf, format="PNG", optimize=False)  # no optimize: same pixels -> same bytes, fast
+    return buf.getvalue()
+
+
+def _round(v: float) -> float | None:
+    return None if math.isnan(v) else round(float(v), 4)
+
+
+def flat_metrics(results: list[MetricResult]) -> dict[str, float]:
+    """``{"test/attr_all": 0.93, "diversity": 0.61, ...}`` over the metrics that ran."""
+    out: dict[str, float] = {}
+    for r in results:
+        if not r.skipped:
+            out.update(r.values)
+    return out
+
+
+def nested_metrics(results: list[MetricResult]) -> dict[str, Any]:
+    """metrics.json: flat keys split on '/' into sections (``test``, ``unseen``, ``judge``)."""
+    out: dict[str, Any] = {}
+    for key, value in flat_metrics(results).items():
+        *path, leaf = key.split("/")
+        node = out
+        for part in path:
+            node = node.setdefault(part, {})
+        node[leaf] = _round(value)
+    return out
+
+
+def attribute_table(results: list[MetricResult]) -> pd.DataFrame | None:
+    """Rows = attributes (+ attr_all), columns = test / unseen / real_test, for dvc plots."""
+    for r in results:
+        table = r.extra.get("per_attribute")
+        if r.name == "attribute_accuracy" and isinstance(table, dict):
+            frame = pd.DataFrame(table).round(4)
+            frame.index.name = "attribute"
+            return frame.reset_index()
+    return None
+
+
+def _img_tag(image: Image.Image, alt: str) -> str:
+    data = base64.b64encode(png_bytes(image)).decode("ascii")
+    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
+
+
+def render_html(results: list[MetricResult], grids: dict[str, Image.Image], title: str,
+                facts: dict[str, Any]) -> str:
+    """Self-contained report: every image inlined as base64, no external CSS or scripts."""
+    rows = []
+    for r in results:
+        if r.skipped:
+            rows.append(f"<tr class=skip><td>{html.escape(r.name)}</td><td colspan=3>skipped: "
+                        f"{html.escape(r.note or '')}</td></tr>")
+            continue
+        values = "<br>".join(f"{html.escape(k)} = {v:.4f}" for k, v in r.values.items())
+        samples = "<br>".join(f"{html.escape(k)}: {v}" for k, v in r.samples.items())
+        note = f"<br><b>note:</b> {html.escape(r.note)}" if r.note else ""
+        rows.append(f"<tr><td>{html.escape(r.name)}<br><small>{r.seconds:.1f} s</small></td>"
+                    f"<td>{values}</td><td>{samples}</td><td>{html.escape(r.what)}{note}</td></tr>")
+    attr = attribute_table(results)
+    attr_html = attr.to_html(index=False, na_rep="-") if attr is not None else ""
+    fact_html = "".join(f"<li>{html.escape(str(k))}: {html.escape(str(v))}</li>" for k, v in facts.items())
+    grid_html = "".join(f"<h2>{html.escape(name)}</h2>{_img_tag(img, name)}" for name, img in grids.items())
+    return f"""<!doctype html>
+<html><head><meta charset="utf-8"><title>{html.escape(title)}</title>
+<style>body{{font-family:sans-serif;margin:2em}} table{{border-collapse:collapse}}
+td,th{{border:1px solid #ccc;padding:4px 8px;vertical-align:top}} tr.skip{{color:#888}}
+img{{image-rendering:pixelated;max-width:100%}}</style></head><body>
+<h1>{html.escape(title)}</h1><ul>{fact_html}</ul>
+<h2>Metrics</h2><table><tr><th>metric</th><th>values</th><th>samples</th><th>what it measured</th></tr>
+{''.join(rows)}</table>
+<h2>Attribute accuracy per attribute</h2>{attr_html}
+{grid_html}
+</body></html>
+"""
+
+
+def write_outputs(out_dir: Path, results: list[MetricResult], grids: dict[str, Image.Image],
+                  facts: dict[str, Any]) -> dict[str, Path]:
+    """Write every evaluate output; returns {name: path} for logging."""
+    paths = {"metrics": out_dir / "metrics.json", "report": out_dir / "report.html"}
+    metrics = nested_metrics(results)
+    atomic_write(paths["metrics"], (json.dumps(metrics, indent=2, sort_keys=True) + "\n").encode())
+    attr = attribute_table(results)
+    if attr is not None:
+        paths["attribute_plot"] = out_dir / PLOTS_DIR / ATTRIBUTE_PLOT
+        atomic_write(paths["attribute_plot"], attr.to_csv(index=False).encode())
+    for name, image in grids.items():
+        paths[name] = out_dir / name
+        atomic_write(paths[name], png_bytes(image))
+    page = render_html(results, grids, "t2i evaluation", facts)
+    atomic_write(paths["report"], page.encode("utf-8"))
+    return paths

@@ -1,0 +1,105 @@
+"""Each metric on sources whose answer is known: it must separate good from bad, i.e. it can fail."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from eval_fixtures import PARAMS, bag_of_words, dataset, noise, one_image_per_caption, oracle, role_vectors
+from t2i.eval.context import EvalContext
+from t2i.eval.registry import run_metrics
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory) -> tuple:
+    torch.set_num_threads(1)  # a shared CPU: one thread is the steady speed
+    table, images = dataset()
+    return table, images, role_vectors(table["caption"].tolist())
+
+
+@pytest.fixture(scope="module")
+def judged(data: tuple, tmp_path_factory: pytest.TempPathFactory):
+    """A context whose judges are trained once; others borrow them with another source."""
+    import os
+
+    os.environ["T2I_CACHE_DIR"] = str(tmp_path_factory.mktemp("cache"))
+    table, images, vectors = data
+    ctx = EvalContext(table, images, vectors, oracle, PARAMS, torch.device("cpu"), data_key="test")
+    ctx.classifier(), ctx.encoder()
+    return ctx
+
+
+def with_source(ctx: EvalContext, source) -> EvalContext:
+    other = EvalContext(ctx.table, ctx.images, ctx.text_vectors, source, ctx.params, ctx.device)
+    other._classifier, other._encoder = ctx._classifier, ctx._encoder
+    return other
+
+
+def values(ctx: EvalContext, name: str) -> dict[str, float]:
+    (result,) = run_metrics(ctx, [name])
+    assert not result.skipped, result.note
+    assert result.samples and all(n > 0 for n in result.samples.values())
+    return result.values
+
+
+def test_judge_reads_real_test_images(judged: EvalContext) -> None:
+    # The swap roles must be readable even by this quickly trained judge (300 steps, 1,200
+    # images); the stage's judge (600 steps, 4,000 images) also reads the centre colour.
+    v = values(judged, "attribute_accuracy")
+    for a in ("petal_color", "stem_color"):
+        assert v[f"judge/{a}"] >= 0.95, v
+
+
+def test_attribute_accuracy_oracle_high_noise_chance(judged: EvalContext) -> None:
+    good = values(judged, "attribute_accuracy")
+    bad = values(with_source(judged, noise), "attribute_accuracy")
+    assert good["test/attr_all"] >= 0.85 and good["unseen/attr_all"] >= 0.85, good
+    # 10 colours: chance is ~0.1 per colour, and all-correct needs two or more of them.
+    assert bad["test/petal_color"] <= 0.3 and bad["test/stem_color"] <= 0.3, bad
+    assert bad["test/attr_all"] <= 0.1, bad
+
+
+def test_swap_accuracy_oracle_vs_bag_of_words(judged: EvalContext) -> None:
+    good = values(judged, "swap_accuracy")
+    bow = values(with_source(judged, bag_of_words), "swap_accuracy")
+    assert good["test/swap"] >= 0.85 and good["unseen/swap"] >= 0.85, good
+    # Same colours, roles at random: both images right ~ 1/2 * 1/2 = 0.25.
+    assert bow["test/swap"] <= 0.35 and bow["unseen/swap"] <= 0.35, bow
+    assert bow["test/swap_single"] >= 0.35, bow  # it still gets single images half right
+
+
+def test_diversity_zero_for_noise_ignoring_one_for_real_variety(judged: EvalContext) -> None:
+    same = values(with_source(judged, one_image_per_caption), "diversity")["diversity"]
+    varied = values(judged, "diversity")["diversity"]
+    assert same == pytest.approx(0.0, abs=1e-6)
+    assert 0.7 <= varied <= 1.3, varied
+
+
+def test_r_precision_real_beats_noise(judged: EvalContext) -> None:
+    good = values(judged, "r_precision")
+    bad = values(with_source(judged, noise), "r_precision")
+    assert good["r_precision_real"] >= 0.3, good
+    assert good["r_precision"] >= 0.3, good
+    assert bad["r_precision"] <= 0.1 and bad["r_precision"] < good["r_precision"] / 3, (good, bad)
+
+
+def test_fid_domain_oracle_near_floor_noise_far(judged: EvalContext) -> None:
+    good = values(judged, "fid_domain")
+    bad = values(with_source(judged, noise), "fid_domain")
+    assert good["fid_domain"] < 3 * good["fid_domain_floor"] + 1e-6, good
+    assert bad["fid_domain"] > 10 * good["fid_domain"], (good, bad)
+
+
+def test_inception_metrics_skip_without_weights(judged: EvalContext) -> None:
+    for result in run_metrics(judged, ["fid", "inception_score"]):
+        assert result.skipped and "inception_weights" in (result.note or "")
+        assert not result.values
+
+
+def test_frechet_distance_identity_and_shift() -> None:
+    from t2i.eval.metrics.fid_domain import frechet_distance
+
+    x = np.random.default_rng(0).standard_normal((500, 8))
+    assert frechet_distance(x, x) == pytest.approx(0.0, abs=1e-6)
+    assert frechet_distance(x, x + 2.0) == pytest.approx(8 * 4.0, rel=1e-6)
