@@ -69,7 +69,7 @@ def load_model_source(model: str | Path, device: torch.device, captions: list[st
             raise ValueError("the model's config.json names no encoder: cannot embed new captions")
         from t2i.text import encoder_from_info
 
-        encoder = encoder_from_info(info)
+        encoder = encoder_from_info(info, device=device.type)
         if int(encoder.dim) != text_dim:
             raise ValueError(f"encoder {info.get('name')!r} gives {encoder.dim}-d vectors but the generator was "
                              f"trained on {text_dim}-d ones: use the encoder it was trained with")
@@ -82,6 +82,12 @@ def load_model_source(model: str | Path, device: torch.device, captions: list[st
                         make_encoder)
     source = ModelSource(generator, int(config["model"]["z_dim"]), lookup, device)
     return LoadedModel(source, config, lookup)
+
+
+def data_fingerprint(prepared_dir: Path, embeddings_dir: Path) -> str:
+    """Cache key of the judges: the bytes they are trained on (shared by stage and `t2i probe`)."""
+    return cache.fingerprint(*(cache.file_digest(p) for p in (
+        prepared_dir / "captions.parquet", prepared_dir / "images.npy", embeddings_dir / "embeddings.npy")))
 
 
 def samples_grid(ctx: EvalContext) -> Image.Image:
@@ -127,8 +133,7 @@ def evaluate(params: EvaluateParams, prepared_dir: Path, embeddings_dir: Path, m
     prepared = load_prepared(prepared_dir)
     vectors = np.load(embeddings_dir / "embeddings.npy", mmap_mode="r")  # (n_captions, D)
     model = load_model_source(model_dir, device, prepared.table["caption"].tolist(), vectors)
-    data_key = cache.fingerprint(*(cache.file_digest(p) for p in (
-        prepared_dir / "captions.parquet", prepared_dir / "images.npy", embeddings_dir / "embeddings.npy")))
+    data_key = data_fingerprint(prepared_dir, embeddings_dir)
     ctx = EvalContext(prepared.table, prepared.images, vectors, model.source, params, device, data_key)
     results: list[MetricResult] = run_metrics(ctx)
     grids = {"samples.png": samples_grid(ctx)}
