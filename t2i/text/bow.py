@@ -68,7 +68,9 @@ class BowEncoder(SentenceEncoder):
             self._rows(part)
             for j, ws in enumerate(part):
                 if ws:
-                    out[s + j] = self._table[[self._row[w] for w in ws]].mean(axis=0)
+                    # Sorted rows: float sums depend on order, and swapped captions must give
+                    # bit-identical vectors, not ones equal up to rounding.
+                    out[s + j] = self._table[sorted(self._row[w] for w in ws)].mean(axis=0)
                 else:  # no words at all: the sentence vector of "" (a fixed unit vector)
                     out[s + j] = self.use.encode([""])[0]
         return l2_normalise(out)
