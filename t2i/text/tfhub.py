@@ -25,6 +25,7 @@ INSTALL_HINT = 'pip install "t2i[tfhub]"  (tensorflow + tensorflow-hub; setuptoo
 
 
 def _import_tf() -> tuple[Any, Any]:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TF's C++ start-up chatter hides our bar
     try:
         import tensorflow as tf
         import tensorflow_hub as hub
@@ -77,12 +78,16 @@ class TfHubEncoder(SentenceEncoder):
             pass  # already initialised in this process (a second encoder): keep its setting
         local = Path(handle).expanduser()
         is_remote = "://" in handle or not local.exists()
+        if is_remote and "://" not in handle and handle.startswith(("/", ".", "~")):
+            raise EncoderError(f"embed.handle {handle!r}: no such directory")
         if not is_remote and not (local / "saved_model.pb").exists():
             raise EncoderError(f"embed.handle {handle!r} is a directory without saved_model.pb")
         try:
             self.model = hub.load(handle if is_remote else str(local))
         except OSError as exc:  # urllib's URLError is an OSError: offline, DNS, HTTP errors
             raise EncoderError(_offline_message(handle, exc)) from exc
+        except ValueError as exc:  # tensorflow_hub: a handle it cannot resolve
+            raise EncoderError(f"embed.handle {handle!r} is not a TF-Hub handle: {exc}") from exc
         self._tf = tf
         self.handle = handle
         self.batch_size = batch_size
