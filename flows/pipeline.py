@@ -32,7 +32,7 @@ def _interrupted(task: Any, task_run: Any, state: Any) -> bool:
     return isinstance(exc, orch.StageFailed) and exc.interrupted
 
 
-@task(task_run_name="{stage}", retries=1, retry_delay_seconds=10, retry_condition_fn=_interrupted, cache_policy=NO_CACHE)
+@task(task_run_name="{stage}", retries=1, retry_delay_seconds=5, retry_condition_fn=_interrupted, cache_policy=NO_CACHE)
 def run_stage(stage: str, root: str, exp_name: str | None, force: bool) -> None:
     logger = get_run_logger()
     env = tracking.stage_env(str(flow_run.id) if flow_run.id else None)

@@ -64,13 +64,22 @@ def run_streaming(args: Sequence[str], cwd: Path, env: Mapping[str, str], sink: 
     )
     tail: deque[str] = deque(maxlen=_TAIL_LINES)
     assert proc.stdout is not None
+
+    def emit(part: bytes) -> None:
+        line = part.decode("utf-8", errors="replace").rstrip()
+        if line:
+            tail.append(line)
+            sink(line)
+
+    pending = b""
     try:
-        for raw in proc.stdout:
-            for part in re.split(rb"[\r\n]", raw):
-                line = part.decode("utf-8", errors="replace").rstrip()
-                if line:
-                    tail.append(line)
-                    sink(line)
+        # Read what is there, not whole lines: a progress bar rewrites one line with \r and
+        # would otherwise arrive only when the stage prints a newline.
+        while chunk := proc.stdout.read1(65536):
+            *parts, pending = re.split(rb"[\r\n]", pending + chunk)
+            for part in parts:
+                emit(part)
+        emit(pending)
     finally:
         proc.stdout.close()
         returncode = proc.wait()
