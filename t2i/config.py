@@ -64,15 +64,15 @@ class TrainParams(Section):
     batch_size: int = Field(64, ge=2, le=65536)
     z_dim: int = Field(32, ge=1, le=4096)
     g_width: int = Field(128, ge=8, le=4096)
-    d_width: int = Field(32, ge=8, le=4096)
+    d_width: int = Field(16, ge=8, le=4096)
     attention: list[int] = Field(default_factory=lambda: [8, 16])
-    conditioning: Literal["affine", "cbn"] = "affine"
+    conditioning: Literal["affine", "cbn"] = "cbn"
     d_conditioning: Literal["projection", "concat"] = "projection"
     loss: Literal["hinge", "bce"] = "hinge"
     ma_gp_weight: float = Field(2.0, ge=0.0)
     ma_gp_power: float = Field(6.0, gt=0.0)
     mismatch_weight: float = Field(1.0, ge=0.0)
-    diversity_weight: float = Field(0.0, ge=0.0)  # mode-seeking term (MSGAN): noise must matter
+    diversity_weight: float = Field(1.0, ge=0.0)  # mode-seeking term (MSGAN): noise must matter
     lr_g: float = Field(2e-4, gt=0.0, le=1.0)
     lr_d: float = Field(4e-4, gt=0.0, le=1.0)
     beta1: float = Field(0.0, ge=0.0, lt=1.0)

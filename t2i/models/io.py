@@ -48,13 +48,21 @@ def save_generator(directory: str | Path, generator: torch.nn.Module, config_dic
     return directory / WEIGHTS
 
 
+FILES_ARTIFACT = "generator_files"  # where the train stage logs generator.safetensors + config.json
+
+
 def _local_dir(path_or_uri: str | Path) -> Path:
     text = str(path_or_uri)
-    if text.startswith(("runs:/", "models:/", "mlflow-artifacts:/")):
-        # Only t2i.tracking talks to MLflow: it fetches the logged model files to a local dir.
+    if text.startswith(("runs:/", "mlflow-artifacts:/")):
+        # Only t2i.tracking talks to MLflow: it fetches the logged files to a local directory.
         from t2i import tracking
 
-        return Path(tracking.download_artifacts(text))
+        if text.startswith("runs:/") and text.rstrip("/").count("/") == 1:  # bare runs:/<id>
+            text = f"{text.rstrip('/')}/{FILES_ARTIFACT}"
+        fetch = getattr(tracking, "download_artifacts", None)
+        if fetch is None:
+            raise NotImplementedError("t2i.tracking.download_artifacts(uri) -> local path is needed to load from MLflow")
+        return Path(fetch(text))
     path = Path(text)
     return path.parent if path.is_file() or path.suffix == ".safetensors" else path
 
@@ -72,7 +80,14 @@ def _find(directory: Path, name: str) -> Path:
 
 def load_generator(path_or_uri: str | Path, device: str | torch.device = "cpu") -> tuple[Generator, dict[str, Any]]:
     """(EMA generator in eval mode, config dict) from a models/ dir, its weights file, or an
-    MLflow `runs:/` / `models:/` URI."""
+    MLflow `runs:/<run_id>[/generator_files]` URI (the files the train stage logs).
+
+    `models:/...` (the registered pt2 model of `Run.log_generator`) has no t2i config: load it
+    with `t2i.tracking.load_logged_generator` instead.
+    """
+    if str(path_or_uri).startswith("models:/"):
+        raise ValueError(f"{path_or_uri}: use t2i.tracking.load_logged_generator for registered models, "
+                         "or load_generator('runs:/<run_id>') for the weights + config")
     directory = _local_dir(path_or_uri)
     config_path = _find(directory, CONFIG)
     config_dict = json.loads(config_path.read_text(encoding="utf-8"))

@@ -1,0 +1,120 @@
+"""Train-step throughput of the default config, printed as JSON.
+
+    python benchmarks/train_step.py [--seconds 4] [--batch-size 64]
+
+For fp32 / bf16 autocast x channels_last on / off (all in one run, same process, same
+threads): images/s of a full training iteration (D step with MA-GP, G step, EMA update), the
+FLOPs of one iteration (torch.utils.flop_counter), and MFU = achieved FLOP/s divided by this
+machine's dense matmul FLOP/s measured here in the same precision. Random data stands in for
+the prepared set (the loop reads it from one in-memory uint8 tensor either way).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from t2i.config import load_section  # noqa: E402
+from t2i.train.data import TrainData  # noqa: E402
+from t2i.train.loop import model_config  # noqa: E402
+from t2i.train.losses import LossConfig  # noqa: E402
+from t2i.train.runtime import Runtime, seed_everything, setup_runtime  # noqa: E402
+from t2i.train.step import build_state, train_step  # noqa: E402
+
+
+def fake_data(n: int, res: int, dim: int) -> TrainData:
+    g = torch.Generator().manual_seed(0)
+    text = torch.nn.functional.normalize(torch.randn(n, dim, generator=g), dim=1)
+    return TrainData(
+        images=torch.randint(0, 256, (n, res, res, 3), dtype=torch.uint8, generator=g),
+        image_index=torch.arange(n), text=text, partner=torch.full((n,), -1, dtype=torch.long),
+        table=pd.DataFrame(), all_text=text.numpy(), encoder={}, identity="bench",
+    )
+
+
+def matmul_gflops(dtype: torch.dtype, device: torch.device, seconds: float, n: int = 1024) -> float:
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    for _ in range(3):
+        a @ b
+    reps, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        a @ b
+        reps += 1
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return 2 * n**3 * reps / (time.perf_counter() - t0) / 1e9
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--seconds", type=float, default=4.0, help="timed seconds per variant")
+    ap.add_argument("--batch-size", type=int, default=None)
+    ap.add_argument("--params", default="params.yaml")
+    args = ap.parse_args()
+    p = load_section("train", args.params)
+    res = load_section("ingest", args.params).resolution
+    batch = args.batch_size or p.batch_size
+    base = setup_runtime(p.device, "fp32", False, p.threads)
+    data = fake_data(4096, res, 512)
+    cfg = model_config(p, data)
+    loss_cfg = LossConfig(p.loss, p.ma_gp_weight, p.ma_gp_power, p.mismatch_weight, p.diversity_weight)
+    sync = torch.cuda.synchronize if base.device.type == "cuda" else (lambda: None)
+
+    def run(rt: Runtime, steps: int | None, seconds: float | None) -> tuple[float, int]:
+        seed_everything(0)
+        state = build_state(cfg, p.lr_g, p.lr_d, (p.beta1, p.beta2), rt, ddp=False)
+        rows = lambda i: torch.arange(i * batch, (i + 1) * batch) % len(data.text)  # noqa: E731
+        for i in range(3):  # warm-up: allocator, oneDNN kernel selection
+            train_step(state, data, rows(i), i, 0, 0, loss_cfg, p.ema_decay, rt)
+        sync()
+        n, t0 = 0, time.perf_counter()
+        while (steps is not None and n < steps) or (seconds is not None and time.perf_counter() - t0 < seconds):
+            train_step(state, data, rows(n), n, 0, 0, loss_cfg, p.ema_decay, rt)
+            n += 1
+        sync()
+        return n * batch / (time.perf_counter() - t0), n
+
+    # FLOPs of one iteration (precision-independent count), counted once in fp32.
+    seed_everything(0)
+    st = build_state(cfg, p.lr_g, p.lr_d, (p.beta1, p.beta2), base, ddp=False)
+    counter = FlopCounterMode(display=False)
+    with counter:
+        train_step(st, data, torch.arange(batch), 0, 0, 0, loss_cfg, p.ema_decay, base)
+    flops_step = counter.get_total_flops()
+
+    peak = {"fp32": matmul_gflops(torch.float32, base.device, 2.0), "bf16": matmul_gflops(torch.bfloat16, base.device, 2.0)}
+    variants = []
+    for precision in ("fp32", "bf16"):
+        for cl in (False, True):
+            rt = Runtime(device=base.device, dtype=None if precision == "fp32" else torch.bfloat16, channels_last=cl)
+            ips, n = run(rt, None, args.seconds)
+            gflops = flops_step / batch * ips / 1e9
+            variants.append({"precision": precision, "channels_last": cl, "images_per_s": round(ips, 1), "steps_timed": n,
+                             "achieved_gflop_s": round(gflops, 1), "mfu": round(gflops / peak[precision], 3)})
+    default = next(v for v in variants if v["precision"] == ("bf16" if p.precision in ("auto", "bf16") else "fp32")
+                   and v["channels_last"] == p.channels_last)
+    print(json.dumps({
+        "device": str(base.device), "cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
+        "torch": torch.__version__, "resolution": res, "batch_size": batch,
+        "params_g": sum(x.numel() for x in st.g_raw.parameters()), "params_d": sum(x.numel() for x in st.d_raw.parameters()),
+        "gflop_per_step": round(flops_step / 1e9, 2), "gflop_per_image": round(flops_step / batch / 1e9, 3),
+        "matmul_gflop_s": {k: round(v, 1) for k, v in peak.items()},
+        "default": default, "variants": variants,
+        "load_average": os.getloadavg()[0],
+    }, indent=2))
+
+
+if __name__ == "__main__":
+    main()
