@@ -176,6 +176,7 @@ def train(
         })
 
     step, window, t0, n_img, status = start, [], time.perf_counter(), 0, "FAILED"
+    loop_seconds = 0.0
     end = params.steps if stop_after is None else min(params.steps, start + stop_after)
     bar = tqdm(total=params.steps, initial=start, disable=not ctx.is_main, mininterval=1.0, desc="train", unit="step")
     try:
@@ -210,6 +211,7 @@ def train(
                     raise TrainingInterrupted(stop.signum or signal.SIGTERM, step)
                 if step % params.checkpoint_every == 0 or step == params.steps:
                     checkpoint(step)
+        loop_seconds = time.perf_counter() - t0  # images/s excludes the final export below
         sync_buffers([state.g_raw, state.d_raw, state.ema], ctx)
         if ctx.is_main and step >= params.steps:
             _finish(outputs, state, samples, config_dict, step, tracker, runtime.device)
@@ -221,7 +223,7 @@ def train(
         bar.close()
         if ctx.is_main:
             tracker.end(status)
-    return TrainResult(step=step, resumed_from=start, images_per_s=n_img / max(time.perf_counter() - t0, 1e-9), history=history, state=state)
+    return TrainResult(step=step, resumed_from=start, images_per_s=n_img / max(loop_seconds, 1e-9), history=history, state=state)
 
 
 def _finish(outputs: Outputs, state: GANState, samples: Any, config_dict: dict[str, Any], step: int, tracker: Tracker, device: torch.device) -> None:
