@@ -7,10 +7,7 @@ Prefect flow-run id arrive on an MLflow run, and fails or gets SIGKILLed on dema
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -157,3 +154,48 @@ def test_sweep_two_points_two_experiments(prefect_harness: None, toy_repo: Path)
     children = client.search_runs([parent["experiment_id"]], f"tags.mlflow.parentRunId = '{parent['run_id']}'")
     assert len(children) == 2
     assert "steps: 4" in (toy_repo / "params.yaml").read_text()  # best point applied
+
+
+# -- the real stages, in a throwaway copy of the project (tests/pipeline_repo.py) -----------------
+
+
+@pytest.fixture(scope="module")
+def real_project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    from pipeline_repo import make_project, project_env
+
+    root = make_project(tmp_path_factory.mktemp("t2i-flow"))
+    with pytest.MonkeyPatch.context() as mp:
+        for key, value in project_env().items():
+            mp.setenv(key, value)
+        mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
+        yield root
+
+
+@pytest.mark.slow
+def test_pipeline_real_stages_tiny_override(prefect_harness: None, real_project: Path) -> None:
+    from mlflow import MlflowClient
+
+    from flows.pipeline import pipeline
+    from t2i.tracking import load_logged_generator
+
+    state = pipeline(overrides={"train.steps": 3}, exp_name="flow-e2e", project_dir=str(real_project), return_state=True)
+    assert state.is_completed(), state.message
+    metrics = state.result()
+    assert metrics, "eval/metrics.json gave no numbers"
+    assert "flow-e2e" in orch.list_experiments(real_project)
+    info = json.loads((real_project / "models" / "mlflow_run.json").read_text())
+    run = MlflowClient(info["tracking_uri"]).get_run(info["run_id"])
+    assert run.data.tags["prefect.flow_run_id"] == str(state.state_details.flow_run_id)
+    assert run.data.tags["dvc.exp_name"] == "flow-e2e"
+    assert load_logged_generator(f"runs:/{info['run_id']}/generator") is not None
+
+
+@pytest.mark.slow
+def test_sweep_real_stages_two_points(prefect_harness: None, real_project: Path) -> None:
+    from flows.sweep import sweep
+
+    metric = next(iter(orch.numeric_metrics(orch.read_json(real_project / "eval" / "metrics.json") or {"x": 0})))
+    # lr_g, not steps: a steps change makes the train stage resume from its persisted checkpoint.
+    result = sweep(grid={"train.lr_g": [0.0002, 0.0001]}, metric=metric, prefix="e2e", project_dir=str(real_project))
+    assert {"e2e-0", "e2e-1"} <= set(orch.list_experiments(real_project))
+    assert all("failed" not in r for r in result["rows"]), result["rows"]
