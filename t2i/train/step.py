@@ -27,6 +27,7 @@ class GANState:
     ema: Generator             # exponential moving average of G: every sample comes from it
     opt_g: torch.optim.Adam
     opt_d: torch.optim.Adam
+    scaler: torch.amp.GradScaler | None = None  # fp16 on CUDA only; bf16/fp32 need no scaling
 
 
 def build_state(
@@ -46,6 +47,7 @@ def build_state(
         g=g_w, d=d_w, g_raw=g, d_raw=d, ema=ema,
         opt_g=torch.optim.Adam(g.parameters(), lr=lr_g, betas=betas),
         opt_d=torch.optim.Adam(d.parameters(), lr=lr_d, betas=betas),
+        scaler=torch.amp.GradScaler("cuda") if runtime.dtype == torch.float16 else None,
     )
 
 
@@ -69,6 +71,15 @@ def mismatched_text(data: TrainData, text: torch.Tensor, partner: torch.Tensor, 
         return shuffled
     swapped = data.text[partner.clamp(min=0)].to(text.device)
     return torch.where(use_swap.to(text.device)[:, None], swapped, shuffled)
+
+
+def _backward_step(loss: torch.Tensor, opt: torch.optim.Optimizer, scaler: torch.amp.GradScaler | None) -> None:
+    if scaler is None:
+        loss.backward()
+        opt.step()
+    else:  # fp16: scale against gradient underflow; the step is skipped on inf/NaN gradients
+        scaler.scale(loss).backward()
+        scaler.step(opt)
 
 
 def train_step(
@@ -98,17 +109,17 @@ def train_step(
     state.opt_d.zero_grad(set_to_none=True)
     with runtime.autocast():
         loss_d, stats_d = discriminator_loss(state.d, real, text, fake, text_fake, text_mis, loss_cfg)
-    loss_d.backward()
-    state.opt_d.step()
+    _backward_step(loss_d, state.opt_d, state.scaler)
 
     # --- G step: D frozen and called unwrapped (no DDP bookkeeping for a D that is not updated)
     state.d_raw.requires_grad_(False)
     state.opt_g.zero_grad(set_to_none=True)
     with runtime.autocast():
         loss_g, stats_g = generator_loss(state.d_raw, fake, text_fake, z, loss_cfg, paired)
-    loss_g.backward()
-    state.opt_g.step()
+    _backward_step(loss_g, state.opt_g, state.scaler)
     state.d_raw.requires_grad_(True)
+    if state.scaler is not None:
+        state.scaler.update()
 
     update_ema(state.ema, state.g_raw, ema_decay, step)
     return {"loss_d": loss_d.detach(), "loss_g": loss_g.detach(), **stats_d, **stats_g}
