@@ -52,7 +52,7 @@ class IngestParams(Section):
 class EmbedParams(Section):
     encoder: Literal["use", "tfhub", "bow"] = "use"
     handle: str | None = None
-    batch_size: int = Field(256, ge=1, le=65536)
+    batch_size: int = Field(512, ge=1, le=65536)
     chunk_size: int = Field(50_000, ge=1)
     threads: int = Field(1, ge=1, le=256)
     device: Device = "auto"

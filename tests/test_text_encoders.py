@@ -75,11 +75,14 @@ def test_awkward_input_encodes(use, bow, package):
     # Emoji mostly become UNK pieces: the caption stays close to the same words without them.
     plain = use.encode(["a red flower with a yellow stem"])[0]
     assert float(u["emoji"] @ plain) > 0.8
-    # Non-Latin scripts have pieces of their own (not all UNK) and differ from the empty vector.
-    for key in ("cjk", "cyrillic", "arabic", "devanagari"):
+    # Scripts of USE's 16 languages get real pieces (no UNK) and their own vectors; Devanagari
+    # (Hindi is not one of them) is mostly UNK pieces but still encodes.
+    for key in ("cjk", "cyrillic", "arabic"):
         ids = load_tokenizer().encode(AWKWARD[key], out_type=int)
-        assert sum(i != 0 for i in ids[1:-1]) >= 2, (key, ids)
+        assert 0 not in ids and len(ids) > 3, (key, ids)
         assert float(u[key] @ u["empty"]) < 0.9
+    ids = load_tokenizer().encode(AWKWARD["devanagari"], out_type=int)
+    assert ids.count(0) > len(ids) / 3, ids
     assert words("") == [] and np.allclose(bow.encode([""])[0], u["empty"], atol=1e-5)
 
 

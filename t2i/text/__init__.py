@@ -15,7 +15,7 @@ ENCODERS = ("use", "tfhub", "bow")
 
 
 def get_encoder(
-    name: str, handle: str | None = None, device: str = "auto", threads: int = 1, batch_size: int = 256
+    name: str, handle: str | None = None, device: str = "auto", threads: int = 1, batch_size: int = 512
 ) -> SentenceEncoder:
     """A ready-to-use encoder. ``device`` matters for ``use``/``bow`` (auto: CUDA when present)."""
     if name == "use":

