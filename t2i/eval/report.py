@@ -122,6 +122,10 @@ def write_outputs(out_dir: Path, results: list[MetricResult], grids: dict[str, I
     paths = {"metrics": out_dir / "metrics.json", "report": out_dir / "report.html"}
     metrics = nested_metrics(results)
     atomic_write(paths["metrics"], (json.dumps(metrics, indent=2, sort_keys=True) + "\n").encode())
+    # Always one file, so the eval/plots directory out exists on datasets without attributes.
+    paths["summary_plot"] = out_dir / PLOTS_DIR / "summary.csv"
+    summary = pd.DataFrame([{"metric": k, "value": _round(v)} for k, v in flat_metrics(results).items()])
+    atomic_write(paths["summary_plot"], summary.to_csv(index=False).encode())
     attr = attribute_table(results)
     if attr is not None:
         paths["attribute_plot"] = out_dir / PLOTS_DIR / ATTRIBUTE_PLOT
