@@ -7,7 +7,10 @@ file alone (see `t2i.models.io.load_generator`).
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    import torch
 
 RESOLUTIONS = (32, 64, 128, 256)
 
@@ -26,6 +29,9 @@ class GANConfig:
     d_max_width: int = 512
     cond_dim: int = 128                   # shared embedding of [sentence, z] that drives every block
     noise_in_blocks: bool = True          # z also drives every block's modulation (diversity)
+    # Rescale the (unit-norm) sentence vector to per-element unit variance before G/D see it:
+    # a unit 512-d vector next to a N(0, I) z is ~6x weaker, and a first run ignored the text.
+    text_scale: bool = True
     extra: dict[str, Any] = field(default_factory=dict)  # room for forward-compatible keys
 
     def __post_init__(self) -> None:
@@ -58,6 +64,12 @@ class GANConfig:
         while r > res:
             c, r = min(self.d_max_width, c * 2), r // 2
         return c
+
+    def sentence(self, text: "torch.Tensor") -> "torch.Tensor":
+        """(B, D) sentence vectors -> direction scaled to norm sqrt(D) (if text_scale)."""
+        import torch.nn.functional as F
+
+        return F.normalize(text, dim=1) * (self.text_dim**0.5) if self.text_scale else text
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)

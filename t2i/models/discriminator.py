@@ -53,7 +53,9 @@ class Discriminator(nn.Module):
         c4 = c.d_channels(4)
         if c.d_conditioning == "projection":
             self.psi = spectral_norm(nn.Linear(c4, 1))
-            self.embed = spectral_norm(nn.Linear(c.text_dim, c4))
+            # No spectral norm here: word-order-swapped captions differ by a small vector (USE
+            # cosine 0.993), and a unit-gain embedding could barely tell them apart.
+            self.embed = nn.Linear(c.text_dim, c4)
         else:
             self.text_proj = nn.Linear(c.text_dim, c.cond_dim)
             self.joint = nn.Sequential(
@@ -63,7 +65,8 @@ class Discriminator(nn.Module):
             )
 
     def forward(self, image: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
-        # image (B, 3, R, R), text (B, text_dim) -> score (B,)
+        # image (B, 3, R, R), text (B, text_dim) = config.sentence(raw vector) -> score (B,).
+        # The caller rescales, so the MA-GP differentiates w.r.t. the rescaled sentence.
         h = self.from_rgb(image)
         for block, res in zip(self.blocks, self.resolutions):
             h = block(h)

@@ -79,6 +79,7 @@ class Generator(nn.Module):
     def forward(self, z: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
         # z (B, z_dim), text (B, text_dim) -> (B, 3, R, R) in [-1, 1]
         cfg = self.config
+        text = cfg.sentence(text)
         cond_in = torch.cat([text, z], dim=1) if cfg.noise_in_blocks else text
         cond = self.cond(cond_in)  # (B, cond_dim)
         h = self.dense(torch.cat([z, text], dim=1)).view(z.shape[0], -1, 4, 4)  # (B, C0, 4, 4)

@@ -101,6 +101,7 @@ def train_step(
     # Paired: fakes use the first half's captions twice with fresh noise (mode-seeking term).
     text_fake = torch.cat([text[: b // 2], text[: b // 2]]) if paired else text
     text_mis = mismatched_text(data, text, partner, gen)
+    sentence = state.g_raw.config.sentence  # D sees sentence vectors at G's scale
 
     with runtime.autocast():
         fake = state.g(z, text_fake)  # (B, 3, R, R)
@@ -108,14 +109,14 @@ def train_step(
     # --- D step
     state.opt_d.zero_grad(set_to_none=True)
     with runtime.autocast():
-        loss_d, stats_d = discriminator_loss(state.d, real, text, fake, text_fake, text_mis, loss_cfg)
+        loss_d, stats_d = discriminator_loss(state.d, real, sentence(text), fake, sentence(text_fake), sentence(text_mis), loss_cfg)
     _backward_step(loss_d, state.opt_d, state.scaler)
 
     # --- G step: D frozen and called unwrapped (no DDP bookkeeping for a D that is not updated)
     state.d_raw.requires_grad_(False)
     state.opt_g.zero_grad(set_to_none=True)
     with runtime.autocast():
-        loss_g, stats_g = generator_loss(state.d_raw, fake, text_fake, z, loss_cfg, paired)
+        loss_g, stats_g = generator_loss(state.d_raw, fake, sentence(text_fake), z, loss_cfg, paired)
     _backward_step(loss_g, state.opt_g, state.scaler)
     state.d_raw.requires_grad_(True)
     if state.scaler is not None:
