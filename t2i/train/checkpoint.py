@@ -6,7 +6,8 @@ fingerprint and the MLflow run. Per-step noise is derived from (seed, rank, step
 (`runtime.step_generator`), so no RNG state is needed to continue bit-for-bit.
 
 The fingerprint covers what changes the training trajectory -- train params that shape the
-model or the optimisation, the data and embedding files, the process count -- and leaves out
+model or the optimisation, the data and embedding files, the process count, the networks'
+tensor names and shapes -- and leaves out
 `steps` and logging cadences, so `dvc exp run -S train.steps=6000` continues a finished run.
 """
 
@@ -35,9 +36,16 @@ NOT_FINGERPRINTED = {
 }
 
 
-def fingerprint(train_params: dict[str, Any], data_identity: str, world_size: int) -> str:
+def architecture(state: GANState) -> list[list[Any]]:
+    """Names and shapes of every saved tensor: a code change that alters the networks changes
+    this, so an old checkpoint is not loaded into a different model."""
+    return [[f"{p}.{k}", list(v.shape)] for p, m in (("g", state.g_raw), ("d", state.d_raw)) for k, v in m.state_dict().items()]
+
+
+def fingerprint(train_params: dict[str, Any], data_identity: str, world_size: int, arch: list[list[Any]] | None = None) -> str:
     kept = {k: v for k, v in sorted(train_params.items()) if k not in NOT_FINGERPRINTED}
-    blob = json.dumps({"params": kept, "data": data_identity, "world": world_size, "format": FORMAT}, sort_keys=True, default=str)
+    blob = json.dumps({"params": kept, "data": data_identity, "world": world_size, "format": FORMAT, "arch": arch},
+                      sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 

@@ -24,7 +24,7 @@ import torch
 from tqdm import tqdm
 
 from t2i.models import GANConfig, save_generator
-from t2i.train.checkpoint import fingerprint, load_checkpoint, restore, save_checkpoint
+from t2i.train.checkpoint import architecture, fingerprint, load_checkpoint, restore, save_checkpoint
 from t2i.train.data import ShardedSampler, TrainData
 from t2i.train.distributed import DistContext, any_rank, sync_buffers
 from t2i.train.losses import LossConfig
@@ -147,7 +147,7 @@ def train(
     state = build_state(cfg, params.lr_g, params.lr_d, (params.beta1, params.beta2), runtime, ctx.enabled)
     loss_cfg = LossConfig(params.loss, params.ma_gp_weight, params.ma_gp_power, params.mismatch_weight, params.diversity_weight)
     sampler = ShardedSampler(len(data.text), params.batch_size, params.seed, ctx.rank, ctx.world_size)
-    fp = fingerprint(params.model_dump(), data.identity, ctx.world_size)
+    fp = fingerprint(params.model_dump(), data.identity, ctx.world_size, architecture(state))
     say = print if ctx.is_main else (lambda *a, **k: None)
 
     start, history, tracker_info = 0, [], None
