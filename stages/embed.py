@@ -28,7 +28,9 @@ def main() -> int:
         print(f"{captions} not found: run the ingest stage first (dvc repro ingest)", file=sys.stderr)
         return 2
     try:
-        encoder = get_encoder(p.encoder, handle=p.handle, device=p.device, threads=p.threads, batch_size=p.batch_size)
+        encoder = get_encoder(
+            p.encoder, handle=p.handle, device=p.device, threads=p.threads, batch_size=p.batch_size
+        )
     except EncoderError as exc:
         print(f"embed: {exc}", file=sys.stderr)
         return 2

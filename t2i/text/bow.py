@@ -53,7 +53,8 @@ class BowEncoder(SentenceEncoder):
         start = len(self._row)
         need = start + len(new)
         if need > len(self._table):
-            grown = np.empty((min(max(need, 2 * len(self._table)), max(need, self.max_words)), self.dim), np.float32)
+            rows = min(max(need, 2 * len(self._table)), max(need, self.max_words))
+            grown = np.empty((rows, self.dim), np.float32)
             grown[:start] = self._table[:start]
             self._table = grown
         self._table[start:need] = self.use.encode(new)  # (len(new), dim)

@@ -58,8 +58,11 @@ def embed_table(
     start = time.perf_counter()
     distinct, row = 0, 0
     try:
-        out = np.lib.format.open_memmap(tmp / EMBEDDINGS_FILE, mode="w+", dtype=np.float32, shape=(n, encoder.dim))
-        with tqdm(total=n, unit="caption", unit_scale=True, disable=not progress, desc=f"embed {encoder.name}") as bar:
+        out = np.lib.format.open_memmap(
+            tmp / EMBEDDINGS_FILE, mode="w+", dtype=np.float32, shape=(n, encoder.dim)
+        )  # (n, D), filled chunk by chunk
+        bar = tqdm(total=n, unit="caption", unit_scale=True, disable=not progress, desc=f"embed {encoder.name}")
+        with bar:
             for batch in pf.iter_batches(batch_size=chunk_size, columns=["caption"]):
                 # None (a missing caption) is encoded as "" rather than crashing the stage.
                 captions = ["" if c is None else c for c in batch.column(0).to_pylist()]
