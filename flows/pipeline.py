@@ -48,7 +48,7 @@ def record_experiment(name: str, root: str) -> None:
 
 @task(cache_policy=NO_CACHE)
 def publish(root: str, exp_name: str | None) -> dict[str, float]:
-    """Final metrics as a markdown artifact; a link to the MLflow run; flow-run id on that run."""
+    """Final metrics as a markdown artifact and a link to the MLflow run (the stage tagged it with our id)."""
     metrics = orch.numeric_metrics(orch.read_json(Path(root) / "eval" / "metrics.json") or {})
     rows = [{"metric": k, "value": v} for k, v in metrics.items()]
     title = f"DVC experiment `{exp_name}`" if exp_name else "workspace"
@@ -58,7 +58,6 @@ def publish(root: str, exp_name: str | None) -> dict[str, float]:
         link = orch.mlflow_ui_link(info)
         create_link_artifact(link=link, link_text=f"MLflow run {info['run_id']}", key="t2i-mlflow-run",
                              description=f"Store: {info.get('tracking_uri')} (local store: open with `mlflow ui`)")
-        tracking.tag_run(info, {"prefect.flow_run_id": str(flow_run.id), "prefect.flow_run_name": str(flow_run.name)})
     return metrics
 
 
@@ -68,8 +67,11 @@ def pipeline(overrides: dict[str, Any] | None = None, exp_name: str | None = Non
     """Run ingest -> embed -> train -> evaluate through DVC; overrides or a name make a DVC experiment."""
     root = str(Path(project_dir).resolve())
     if overrides:
-        orch.apply_overrides(Path(root) / "params.yaml", overrides)  # a bad key fails here, before work
         exp_name = exp_name or f"t2i-{flow_run.name}"
+    if exp_name and exp_name in orch.list_experiments(Path(root)):  # fail now, not after training
+        raise ValueError(f"DVC experiment {exp_name!r} exists: pick another name or `dvc exp remove {exp_name}`")
+    if overrides:
+        orch.apply_overrides(Path(root) / "params.yaml", overrides)  # a bad key fails here, before work
     for stage in orch.stage_order(Path(root)):  # sequential: one `dvc repro` at a time (DVC locks)
         run_stage(stage, root, exp_name, force)
     if exp_name:

@@ -346,11 +346,6 @@ def stage_env(flow_run_id: str | None, uri: str | None = None) -> dict[str, str]
     return env
 
 
-def tag_run(info: Mapping[str, str], tags: Mapping[str, Any]) -> None:
-    """Add tags to an existing run without touching its status (e.g. a flow tagging its run)."""
-    Run(info["run_id"], str(info.get("experiment_id", "")), info.get("tracking_uri") or tracking_uri()).set_tags(tags)
-
-
 def log_sweep(
     children: list[Mapping[str, str]], rows: list[dict[str, Any]], best: int | None, name: str, params: Mapping[str, Any]
 ) -> dict[str, str] | None:

@@ -122,6 +122,10 @@ def test_pipeline_override_makes_experiment_and_tagged_mlflow_run(prefect_harnes
     logs = _logs(state.state_details.flow_run_id)
     assert "fit: steps 5" in logs  # stage output streamed into the run's logs
 
+    again = pipeline(overrides={"train.steps": 6}, exp_name="toy-five", project_dir=str(toy_repo), return_state=True)
+    assert again.is_failed() and "exists" in str(again.message)
+    assert "steps: 5" in (toy_repo / "params.yaml").read_text()  # refused before touching params
+
 
 def test_failing_stage_fails_flow_with_its_error(prefect_harness: None, toy_repo: Path) -> None:
     from flows.pipeline import pipeline
