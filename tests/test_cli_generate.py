@@ -60,3 +60,26 @@ def test_probe_rejects_bad_csv(model: Path, tmp_path: Path, capsys: pytest.Captu
     csv.write_text("text\na red flower\n", encoding="utf-8")
     assert main(["probe", str(csv), "--model", str(model)]) == 2
     assert "'caption' column" in capsys.readouterr().err
+
+
+def test_probe_scores_each_caption_and_writes_grid(model: Path, tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    from t2i.config import IngestParams
+    from t2i.data import synthetic
+    from t2i.data.prepared import write_prepared
+
+    ds = synthetic.read(IngestParams(num_images=120, workers=1))
+    prepared = write_prepared(tmp_path / "prepared", ds.table, ds.images, ds.manifest)
+    params = tmp_path / "params.yaml"
+    params.write_text("evaluate:\n  classifier_steps: 20\n", encoding="utf-8")  # mechanics, not accuracy
+    csv = tmp_path / "probe.csv"
+    csv.write_text("caption,petal_color,stem_color\n"
+                   "a crimson bloom on a yellow stalk,red,yellow\n"
+                   "yellow petals and a red stem,yellow,red\n", encoding="utf-8")
+    out = tmp_path / "probe.png"
+    rc = main(["probe", str(csv), "--model", str(model), "--prepared", str(prepared), "--params", str(params),
+               "--embeddings", str(tmp_path / "none"), "-n", "2", "-o", str(out), "--device", "cpu"])
+    assert rc == 0
+    printed = capsys.readouterr().out
+    assert "crimson bloom" in printed and "petal_color=red" in printed and "overall:" in printed
+    assert Image.open(out).size[1] >= 2 * 64  # two caption rows

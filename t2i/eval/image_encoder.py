@@ -55,7 +55,7 @@ def normalize_rows(v: np.ndarray) -> np.ndarray:
 
 
 def train_image_encoder(table: pd.DataFrame, images: np.ndarray, text_vectors: np.ndarray,
-                        steps: int, seed: int, device: torch.device, batch_size: int = 128,
+                        steps: int, seed: int, device: torch.device, batch_size: int = 64,
                         data_key: str | None = None) -> ImageEncoder:
     """Fit on (train image, one of its captions) pairs; cached under ``data_key`` if given."""
     text_dim = int(text_vectors.shape[1])
