@@ -92,6 +92,7 @@ def train_classifier(table: pd.DataFrame, images: np.ndarray, steps: int, seed: 
     # Classes from the whole table: an unseen-split value still gets a slot.
     classes = {a: sorted(all_labels[a].unique().tolist()) for a in attrs}
     key = cache.fingerprint("classifier", data_key, steps, seed, batch_size, classes) if data_key else None
+    torch.manual_seed(seed)  # before building: the initial weights are part of the result
     net = _Net(classes).to(device)
     hit = cache.load("classifier", key) if key else None
     if hit is not None:
@@ -104,7 +105,6 @@ def train_classifier(table: pd.DataFrame, images: np.ndarray, steps: int, seed: 
     targets = {a: torch.tensor(labels[a].map({c: i for i, c in enumerate(classes[a])}).to_numpy(),
                                dtype=torch.long) for a in attrs}
     gen = torch.Generator().manual_seed(seed)
-    torch.manual_seed(seed)
     opt = torch.optim.Adam(net.parameters(), lr=2e-3)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=3e-3, total_steps=steps)
     net.train()

@@ -59,6 +59,7 @@ def train_image_encoder(table: pd.DataFrame, images: np.ndarray, text_vectors: n
                         data_key: str | None = None) -> ImageEncoder:
     """Fit on (train image, one of its captions) pairs; cached under ``data_key`` if given."""
     text_dim = int(text_vectors.shape[1])
+    torch.manual_seed(seed)  # before building: the initial weights are part of the result
     net = _Net(text_dim).to(device)
     key = cache.fingerprint("image_encoder", data_key, steps, seed, batch_size) if data_key else None
     hit = cache.load("image_encoder", key) if key else None
@@ -73,7 +74,6 @@ def train_image_encoder(table: pd.DataFrame, images: np.ndarray, text_vectors: n
     caption_id = torch.from_numpy(pd.factorize(table["caption"].to_numpy()[rows])[0])
     texts = torch.from_numpy(normalize_rows(np.asarray(text_vectors[rows], np.float32)))
     gen = torch.Generator().manual_seed(seed)
-    torch.manual_seed(seed)
     opt = torch.optim.Adam(net.parameters(), lr=2e-3)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=3e-3, total_steps=steps)
     net.train()
