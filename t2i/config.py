@@ -60,7 +60,7 @@ class EmbedParams(Section):
 
 class TrainParams(Section):
     seed: int = 0
-    steps: int = Field(3000, ge=1)
+    steps: int = Field(1500, ge=1)
     batch_size: int = Field(64, ge=2, le=65536)
     z_dim: int = Field(32, ge=1, le=4096)
     g_width: int = Field(128, ge=8, le=4096)
@@ -80,8 +80,8 @@ class TrainParams(Section):
     ema_decay: float = Field(0.999, ge=0.0, lt=1.0)
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     channels_last: bool = True
-    checkpoint_every: int = Field(500, ge=1)
-    sample_every: int = Field(500, ge=1)
+    checkpoint_every: int = Field(250, ge=1)
+    sample_every: int = Field(250, ge=1)
     log_every: int = Field(25, ge=1)
     device: Device = "auto"
     threads: int | None = Field(None, ge=1, le=256)
