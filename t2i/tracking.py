@@ -333,6 +333,16 @@ def load_logged_generator(uri: str) -> torch.nn.Module:
     return mlflow.pytorch.load_model(uri)
 
 
+def download_artifacts(uri: str) -> str:
+    """Local path of a logged artifact (``runs:/<run_id>/<path>``), fetched from the store."""
+    mlflow, _ = _mlflow_modules()
+    mlflow.set_tracking_uri(tracking_uri())
+    try:
+        return mlflow.artifacts.download_artifacts(artifact_uri=uri)
+    except _errors() as exc:
+        raise TrackingError(f"cannot fetch {uri} from {tracking_uri()!r}: {exc}") from exc
+
+
 def stage_env(flow_run_id: str | None, uri: str | None = None) -> dict[str, str]:
     """Environment for subprocesses (DVC stages) a flow starts: its run id and one store.
 

@@ -45,3 +45,16 @@ def test_stage_logs_run_and_loadable_generator(tmp_path: Path) -> None:
     mlflow.set_tracking_uri(uri)
     g = mlflow.pytorch.load_model(f"runs:/{info['run_id']}/generator")
     assert g(torch.randn(3, 8), torch.randn(3, 32)).shape == (3, 3, 32, 32)
+    # t2i's own loader: the same run's safetensors weights + config, equal to models/.
+    from t2i.models import load_generator
+
+    os.environ["MLFLOW_TRACKING_URI"] = uri
+    try:
+        local, _ = load_generator(tmp_path / "models")
+        for name in (f"runs:/{info['run_id']}", f"runs:/{info['run_id']}/generator"):
+            logged, logged_config = load_generator(name)
+            assert logged_config == config
+            for (k, a), (_, b) in zip(local.state_dict().items(), logged.state_dict().items()):
+                assert torch.equal(a, b), k
+    finally:
+        os.environ.pop("MLFLOW_TRACKING_URI")

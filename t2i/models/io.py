@@ -57,12 +57,12 @@ def _local_dir(path_or_uri: str | Path) -> Path:
         # Only t2i.tracking talks to MLflow: it fetches the logged files to a local directory.
         from t2i import tracking
 
-        if text.startswith("runs:/") and text.rstrip("/").count("/") == 1:  # bare runs:/<id>
-            text = f"{text.rstrip('/')}/{FILES_ARTIFACT}"
-        fetch = getattr(tracking, "download_artifacts", None)
-        if fetch is None:
-            raise NotImplementedError("t2i.tracking.download_artifacts(uri) -> local path is needed to load from MLflow")
-        return Path(fetch(text))
+        parts = text.rstrip("/").split("/")
+        # runs:/<id> and runs:/<id>/generator (the pt2 model) both name the run's generator:
+        # load its safetensors weights + config, logged beside it.
+        if text.startswith("runs:/") and (len(parts) == 2 or parts[2:] == ["generator"]):
+            text = f"runs:/{parts[1]}/{FILES_ARTIFACT}"
+        return Path(tracking.download_artifacts(text))
     path = Path(text)
     return path.parent if path.is_file() or path.suffix == ".safetensors" else path
 
