@@ -79,3 +79,15 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path: Path) -> None:
     assert after is not None and after.step == 2
     for k in before.tensors:
         assert torch.equal(before.tensors[k], after.tensors[k])
+
+
+def test_fewer_steps_than_checkpoint_trains_fresh_and_finished_resume_writes_outs(tmp_path: Path) -> None:
+    data = load_train_data(*make_dataset(tmp_path))
+    train(small_params(steps=4), data, _outs(tmp_path))
+    shorter = train(small_params(steps=2), data, _outs(tmp_path))
+    assert shorter.resumed_from == 0 and shorter.step == 2
+    # A rerun on a finished checkpoint does no step but still writes every out DVC removed.
+    (tmp_path / "plots" / "losses.csv").unlink()
+    again = train(small_params(steps=2), data, _outs(tmp_path))
+    assert again.resumed_from == 2
+    assert (tmp_path / "plots" / "losses.csv").read_text().count("\n") == 3  # header + 2 steps

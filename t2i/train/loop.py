@@ -152,6 +152,12 @@ def train(
 
     start, history, tracker_info = 0, [], None
     ckpt = load_checkpoint(outputs.checkpoints)
+    if ckpt is not None and ckpt.meta.get("fingerprint") == fp and ckpt.step > params.steps:
+        # `steps` is not in the fingerprint (raising it continues a run), but a checkpoint past
+        # the requested length cannot be wound back: train the shorter run from scratch.
+        say(f"train: {outputs.checkpoints} is at step {ckpt.step}, past train.steps={params.steps}; "
+            "starting fresh from step 0")
+        ckpt = None
     if ckpt is not None and ckpt.meta.get("fingerprint") == fp:
         restore(state, ckpt)
         sampler.load_state(ckpt.meta["sampler"])
@@ -214,6 +220,7 @@ def train(
         loop_seconds = time.perf_counter() - t0  # images/s excludes the final export below
         sync_buffers([state.g_raw, state.d_raw, state.ema], ctx)
         if ctx.is_main and step >= params.steps:
+            _write_csv(outputs.losses_csv, history)  # DVC removed it; a resume may run no step
             _finish(outputs, state, samples, config_dict, step, tracker, runtime.device)
         status = "FINISHED"
     except TrainingInterrupted:
