@@ -9,15 +9,14 @@ a half-written ``data/prepared`` that a later stage would silently train on.
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+
+from t2i.atomic import atomic_dir
 
 CAPTIONS_FILE = "captions.parquet"
 IMAGES_FILE = "images.npy"
@@ -99,26 +98,12 @@ def write_prepared(
         "skipped": list(manifest.get("skipped", [])),
         **{k: v for k, v in manifest.items() if k not in ("source", "dataset", "skipped")},
     }
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    # A sibling temp dir: same filesystem, so the final rename is atomic.
-    tmp = out_dir.parent / f".{out_dir.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    old = out_dir.parent / f".{out_dir.name}.old-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
-    try:
+    with atomic_dir(out_dir) as tmp:
         table.to_parquet(tmp / CAPTIONS_FILE, index=False)
         np.save(tmp / IMAGES_FILE, np.ascontiguousarray(images))
         (tmp / MANIFEST_FILE).write_text(
             json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
         )
-        if out_dir.exists():
-            out_dir.rename(old)  # rename, not delete: the old result survives until the swap
-        tmp.rename(out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if old.exists() and not out_dir.exists():
-            old.rename(out_dir)
-        raise
-    shutil.rmtree(old, ignore_errors=True)
     return out_dir
 
 

@@ -10,10 +10,7 @@ interrupted run never leaves half an embedding file for train to read.
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +19,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
+from t2i.atomic import atomic_dir
 from t2i.text.base import SentenceEncoder
 
 EMBEDDINGS_FILE = "embeddings.npy"
@@ -51,13 +49,9 @@ def embed_table(
     if "caption" not in pf.schema_arrow.names:
         raise ValueError(f"{captions_path} has no 'caption' column: {pf.schema_arrow.names}")
     n = pf.metadata.num_rows
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_dir.parent / f".{out_dir.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    old = out_dir.parent / f".{out_dir.name}.old-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
     start = time.perf_counter()
     distinct, row = 0, 0
-    try:
+    with atomic_dir(out_dir) as tmp:
         out = np.lib.format.open_memmap(
             tmp / EMBEDDINGS_FILE, mode="w+", dtype=np.float32, shape=(n, encoder.dim)
         )  # (n, D), filled chunk by chunk
@@ -76,15 +70,6 @@ def embed_table(
         out.flush()
         del out  # close the memmap before the rename
         (tmp / ENCODER_FILE).write_text(json.dumps(encoder.info(), indent=2) + "\n", encoding="utf-8")
-        if out_dir.exists():
-            out_dir.rename(old)  # the old result survives until the new one is in place
-        tmp.rename(out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if old.exists() and not out_dir.exists():
-            old.rename(out_dir)
-        raise
-    shutil.rmtree(old, ignore_errors=True)
     seconds = time.perf_counter() - start
     return {
         "captions": n,
