@@ -110,7 +110,9 @@ def test_unreachable_server_raises_naming_uri(monkeypatch: pytest.MonkeyPatch) -
     started = time.monotonic()
     with pytest.raises(tracking.TrackingError, match=uri.replace(".", r"\.")):
         tracking.start_run("t2i-test", None, {}, {})
-    assert time.monotonic() - started < 15  # no minutes of retries
+    # MLflow's default retries back off for minutes; ours give up at once. The margin is wide
+    # because CI machines are loaded: this tells seconds from minutes, it is not a benchmark.
+    assert time.monotonic() - started < 60
 
 
 @pytest.fixture()
@@ -168,4 +170,4 @@ def test_server_gone_mid_run_warns_once_and_continues(
     ours = [w for w in caught if issubclass(w.category, tracking.TrackingWarning)]
     assert len(ours) == 1, [str(w.message) for w in ours]
     assert uri in str(ours[0].message)
-    assert elapsed < 15, elapsed
+    assert elapsed < 60, elapsed  # 49 steps of minutes-long retries would take far longer
