@@ -127,10 +127,14 @@ def main() -> None:
     parser.add_argument("--runs", nargs="+", choices=list(RUNS), default=list(RUNS))
     parser.add_argument("--write-readme", action="store_true", help="replace the README Results block")
     parser.add_argument("--workdir", type=Path, help="keep the project copies here (default: a temp dir)")
+    parser.add_argument("--from-json", type=Path, help="re-render the table from this script's earlier JSON output")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="t2i-order-") as tmp:
-        work = args.workdir or Path(tmp)
-        rows = [run_one(name, RUNS[name], work, work / "dvc-cache") for name in args.runs]
+    if args.from_json:
+        rows = json.loads(args.from_json.read_text(encoding="utf-8"))["runs"]
+    else:
+        with tempfile.TemporaryDirectory(prefix="t2i-order-") as tmp:
+            work = args.workdir or Path(tmp)
+            rows = [run_one(name, RUNS[name], work, work / "dvc-cache") for name in args.runs]
     spread = seed_spread(rows)
     result = {"runs": rows, "use_seed_spread": spread, "targets": verdicts(rows)}
     print(json.dumps(result, indent=2))
