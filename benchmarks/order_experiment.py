@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -64,7 +65,8 @@ def run_one(name: str, overrides: dict[str, Any], work: Path, cache: Path) -> di
     env = project_copy.project_env({"MLFLOW_TRACKING_URI": f"sqlite:///{ROOT / 'mlflow.db'}"})
     start = time.perf_counter()
     print(f"[{name}] dvc repro with {overrides} in {dest}", file=sys.stderr, flush=True)
-    project_copy.run(["dvc", "repro"], dest, env=env, capture=False)
+    # Stage output goes to stderr: stdout carries only this script's JSON.
+    subprocess.run(["dvc", "repro"], cwd=dest, env=env, stdout=sys.stderr, check=True)
     seconds = time.perf_counter() - start
     metrics = json.loads((dest / "eval" / "metrics.json").read_text(encoding="utf-8"))
     row = {"run": name, "overrides": overrides, "seconds": round(seconds, 1)}
@@ -104,8 +106,8 @@ def markdown(rows: list[dict[str, Any]], spread: dict[str, dict[str, float]]) ->
         over = ", ".join(f"`{k}={v}`" for k, v in r["overrides"].items()) or "defaults"
         lines.append(f"| {r['run']} | {over} | " + " | ".join(fmt(r[c]) for c in COLUMNS)
                      + f" | {r['seconds'] / 60:.1f} |")
-    if spread:
-        n = next(iter(spread.values()))["n"]
+    n = next(iter(spread.values()))["n"] if spread else 0
+    if n >= 2:
         lines.append(f"| use, {n} seeds: mean [min, max] | | " + " | ".join(
             f"{s['mean']:.3f} [{s['min']:.3f}, {s['max']:.3f}]" if (s := spread.get(c)) else "-"
             for c in COLUMNS) + " | |")
