@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from t2i.eval import cache
-from t2i.eval.nets import Trunk, apply, augment, to_input
+from t2i.eval.nets import Trunk, apply, augment, fit, to_input
 
 log = logging.getLogger(__name__)
 
@@ -104,22 +104,12 @@ def train_classifier(table: pd.DataFrame, images: np.ndarray, steps: int, seed: 
     labels = all_labels.loc[train_idx]
     targets = {a: torch.tensor(labels[a].map({c: i for i, c in enumerate(classes[a])}).to_numpy(),
                                dtype=torch.long) for a in attrs}
-    gen = torch.Generator().manual_seed(seed)
-    opt = torch.optim.Adam(net.parameters(), lr=2e-3)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=3e-3, total_steps=steps)
-    net.train()
-    for step in range(steps):
-        pick = torch.randint(0, len(train_idx), (batch_size,), generator=gen)
+    def batch_loss(pick: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         x = augment(to_input(images[train_idx[pick.numpy()]], device), gen)  # (B, 3, r, r)
         logits = net(x)
-        loss = sum(F.cross_entropy(logits[a], targets[a][pick].to(device)) for a in attrs)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()  # type: ignore[union-attr]
-        opt.step()
-        sched.step()
-        if step % 200 == 0 or step == steps - 1:
-            log.info("classifier step %d/%d loss %.3f", step + 1, steps, float(loss.detach()))
-    net.eval()
+        return sum(F.cross_entropy(logits[a], targets[a][pick].to(device)) for a in attrs)  # type: ignore[return-value]
+
+    fit(net, steps, len(train_idx), batch_size, seed, "classifier", batch_loss)
     if key:
         cache.save("classifier", key, net.state_dict(), {"classes": classes})
     return AttributeClassifier(net, classes, device)

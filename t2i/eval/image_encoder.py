@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from t2i.eval import cache
-from t2i.eval.nets import FEATURE_DIM, Trunk, apply, augment, to_input
+from t2i.eval.nets import FEATURE_DIM, Trunk, apply, augment, fit, to_input
 
 log = logging.getLogger(__name__)
 TEMPERATURE = 0.05  # fixed: a learnt one wanders in 600 steps and buys nothing here
@@ -73,25 +73,15 @@ def train_image_encoder(table: pd.DataFrame, images: np.ndarray, text_vectors: n
     # Identical captions (common in templated data) are all positives for each other.
     caption_id = torch.from_numpy(pd.factorize(table["caption"].to_numpy()[rows])[0])
     texts = torch.from_numpy(normalize_rows(np.asarray(text_vectors[rows], np.float32)))
-    gen = torch.Generator().manual_seed(seed)
-    opt = torch.optim.Adam(net.parameters(), lr=2e-3)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=3e-3, total_steps=steps)
-    net.train()
-    for step in range(steps):
-        pick = torch.randint(0, len(rows), (batch_size,), generator=gen)
+    def batch_loss(pick: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         x = augment(to_input(images[image_of[pick.numpy()]], device), gen)  # (B, 3, r, r)
         t = texts[pick].to(device)  # (B, D)
         logits = net(x) @ t.T / TEMPERATURE  # (B, B) image i vs caption j
         same = (caption_id[pick][:, None] == caption_id[pick][None, :]).float().to(device)
         target = same / same.sum(1, keepdim=True)
-        loss = 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-        if step % 200 == 0 or step == steps - 1:
-            log.info("image encoder step %d/%d loss %.3f", step + 1, steps, float(loss.detach()))
-    net.eval()
+        return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target))
+
+    fit(net, steps, len(rows), batch_size, seed, "image encoder", batch_loss)
     if key:
         cache.save("image_encoder", key, net.state_dict(), {"text_dim": text_dim})
     return ImageEncoder(net, device)

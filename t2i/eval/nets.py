@@ -8,12 +8,15 @@ counts are readable there, and it keeps evaluation at 128/256 px as cheap as at 
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+log = logging.getLogger(__name__)
 
 WORK_RES_MAX = 64
 FEATURE_DIM = 256
@@ -90,3 +93,26 @@ def apply(fn: Callable[[torch.Tensor], torch.Tensor], images: np.ndarray, device
     if not outs:
         raise ValueError("no images to evaluate")
     return torch.cat(outs).numpy()
+
+
+def fit(net: nn.Module, steps: int, n_rows: int, batch_size: int, seed: int, what: str,
+        batch_loss: Callable[[torch.Tensor, torch.Generator], torch.Tensor]) -> None:
+    """The judges' shared training loop: Adam with a one-cycle schedule over random batches.
+
+    ``batch_loss(pick, gen)`` gets the (B,) row indices of this step and the loop's generator
+    (for augmentation), and returns the scalar loss; ``net`` ends in eval mode.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    opt = torch.optim.Adam(net.parameters(), lr=2e-3)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=3e-3, total_steps=steps)
+    net.train()
+    for step in range(steps):
+        pick = torch.randint(0, n_rows, (batch_size,), generator=gen)
+        loss = batch_loss(pick, gen)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        if step % 200 == 0 or step == steps - 1:
+            log.info("%s step %d/%d loss %.3f", what, step + 1, steps, float(loss.detach()))
+    net.eval()
