@@ -1,6 +1,7 @@
 """Train-step throughput of the default config, printed as JSON.
 
-    python benchmarks/train_step.py [--steps 5] [--rounds 3] [--batch-size 64] [--threads N]
+    python benchmarks/train_step.py [--steps 8] [--rounds 3] [--batch-size 64] [--threads N]
+    python benchmarks/train_step.py --params configs/oxford102-gpu.yaml --epoch-images 7034   # on a GPU
 
 For fp32 / bf16 autocast x channels_last on / off (all in one run, same process, same
 threads): images/s of a full training iteration (D step with MA-GP, G step, EMA update), the
@@ -58,11 +59,13 @@ def matmul_gflops(dtype: torch.dtype, device: torch.device, seconds: float, n: i
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--steps", type=int, default=5, help="timed steps per variant per round")
+    ap.add_argument("--steps", type=int, default=8, help="timed steps per variant per round (a multiple of train.ma_gp_every)")
     ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds; the best round counts")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: train.threads or all cores)")
     ap.add_argument("--batch-size", type=int, default=None)
     ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--epoch-images", type=int, default=None,
+                    help="images per epoch (Oxford-102 trainval: 7034): also print seconds per epoch")
     args = ap.parse_args()
     p = load_section("train", args.params)
     res = load_section("ingest", args.params).resolution
@@ -70,7 +73,7 @@ def main() -> None:
     base = setup_runtime(p.device, "fp32", False, args.threads or p.threads)
     data = fake_data(4096, res, 512)
     cfg = model_config(p, data)
-    loss_cfg = LossConfig(p.loss, p.ma_gp_weight, p.ma_gp_power, p.mismatch_weight, p.diversity_weight)
+    loss_cfg = LossConfig(p.loss, p.ma_gp_weight, p.ma_gp_power, p.ma_gp_every, p.mismatch_weight, p.diversity_weight)
     sync = torch.cuda.synchronize if base.device.type == "cuda" else (lambda: None)
 
     def prepare(rt: Runtime) -> object:
@@ -126,6 +129,8 @@ def main() -> None:
         "gflop_per_step": round(flops_step / 1e9, 2), "gflop_per_image": round(flops_step / batch / 1e9, 3),
         "matmul_gflop_s": {k: round(v, 1) for k, v in peak.items()},
         "default": default, "variants": variants,
+        **({"epoch_images": args.epoch_images, "seconds_per_epoch": round(args.epoch_images / default["images_per_s"], 1)}
+           if args.epoch_images else {}),
         "load_average": os.getloadavg()[0],
     }, indent=2))
 

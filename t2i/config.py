@@ -68,9 +68,11 @@ class TrainParams(Section):
     attention: list[int] = Field(default_factory=lambda: [8, 16])
     conditioning: Literal["affine", "cbn"] = "cbn"
     d_conditioning: Literal["projection", "concat"] = "projection"
+    text_norm: Literal["scale", "whiten"] = "whiten"
     loss: Literal["hinge", "bce"] = "hinge"
     ma_gp_weight: float = Field(2.0, ge=0.0)
     ma_gp_power: float = Field(6.0, gt=0.0)
+    ma_gp_every: int = Field(4, ge=1)  # lazy: the penalty on every N-th D step only, N times as strong
     mismatch_weight: float = Field(1.0, ge=0.0)
     diversity_weight: float = Field(1.0, ge=0.0)  # mode-seeking term (MSGAN): noise must matter
     lr_g: float = Field(2e-4, gt=0.0, le=1.0)

@@ -22,6 +22,23 @@ def test_repo_params_validate() -> None:
     assert isinstance(sections["embed"], EmbedParams)
 
 
+@pytest.mark.parametrize("path", sorted((REPO / "configs").glob("*.yaml")), ids=lambda p: p.name)
+def test_config_files_validate_and_name_every_key(path: Path) -> None:
+    """A configs/ file is copied over params.yaml: it must validate and spell out every key that
+    params.yaml has, so dvc.yaml's tracked params all exist."""
+    sections = load_all(path)
+    assert set(sections) == set(SECTIONS)
+    mine = yaml.safe_load(path.read_text(encoding="utf-8"))
+    default = yaml.safe_load((REPO / "params.yaml").read_text(encoding="utf-8"))
+    for name in SECTIONS:
+        assert set(mine[name]) == set(default[name]), f"{path.name}: {name}"
+
+
+def test_oxford_gpu_config_is_real_data_on_cuda_scale() -> None:
+    sections = load_all(REPO / "configs" / "oxford102-gpu.yaml")
+    assert sections["ingest"].dataset == "oxford102" and sections["ingest"].resolution >= 128
+
+
 def test_unknown_key_named_with_suggestion(tmp_path: Path) -> None:
     path = write(tmp_path, {"train": {"lrg": 0.1}})
     with pytest.raises(ParamsError) as info:

@@ -29,9 +29,10 @@ class GANConfig:
     d_max_width: int = 512
     cond_dim: int = 128                   # shared embedding of [sentence, z] that drives every block
     noise_in_blocks: bool = True          # z also drives every block's modulation (diversity)
-    # Rescale the (unit-norm) sentence vector to per-element unit variance before G/D see it:
-    # a unit 512-d vector next to a N(0, I) z is ~6x weaker, and a first run ignored the text.
-    text_scale: bool = True
+    # What G and D see of a caption (t2i/models/text_norm.py): "scale" = unit direction times
+    # sqrt(D); "whiten" = centred and whitened on the training captions, which makes a
+    # word-order swap ~20x more visible. Saved configs without the key load as "scale".
+    text_norm: Literal["scale", "whiten"] = "scale"
     extra: dict[str, Any] = field(default_factory=dict)  # room for forward-compatible keys
 
     def __post_init__(self) -> None:
@@ -39,6 +40,8 @@ class GANConfig:
             raise ValueError(f"resolution must be one of {RESOLUTIONS}, got {self.resolution}")
         if self.conditioning not in ("affine", "cbn"):
             raise ValueError(f"conditioning must be affine|cbn, got {self.conditioning!r}")
+        if self.text_norm not in ("scale", "whiten"):
+            raise ValueError(f"text_norm must be scale|whiten, got {self.text_norm!r}")
         if self.d_conditioning not in ("projection", "concat"):
             raise ValueError(f"d_conditioning must be projection|concat, got {self.d_conditioning!r}")
         object.__setattr__(self, "attention", tuple(sorted(int(r) for r in self.attention)))
@@ -64,12 +67,6 @@ class GANConfig:
         while r > res:
             c, r = min(self.d_max_width, c * 2), r // 2
         return c
-
-    def sentence(self, text: "torch.Tensor") -> "torch.Tensor":
-        """(B, D) sentence vectors -> direction scaled to norm sqrt(D) (if text_scale)."""
-        import torch.nn.functional as F
-
-        return F.normalize(text, dim=1) * (self.text_dim**0.5) if self.text_scale else text
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)

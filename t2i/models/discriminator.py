@@ -65,7 +65,7 @@ class Discriminator(nn.Module):
             )
 
     def forward(self, image: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
-        # image (B, 3, R, R), text (B, text_dim) = config.sentence(raw vector) -> score (B,).
+        # image (B, 3, R, R), text (B, text_dim) = G's text_norm(raw vector) -> score (B,).
         # The caller rescales, so the MA-GP differentiates w.r.t. the rescaled sentence.
         h = self.from_rgb(image)
         for block, res in zip(self.blocks, self.resolutions):

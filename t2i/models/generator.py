@@ -15,6 +15,7 @@ from torch import nn
 
 from t2i.models.attention import ResidualAttention
 from t2i.models.config import GANConfig
+from t2i.models.text_norm import TextNorm
 
 
 class Modulation(nn.Module):
@@ -61,6 +62,7 @@ class Generator(nn.Module):
         self.config = config
         c = config
         c0 = c.g_channels(4)
+        self.text_norm = TextNorm(c.text_dim, c.text_norm)  # shared with D by the training step
         cond_in = c.text_dim + (c.z_dim if c.noise_in_blocks else 0)
         # Shared condition embedding (BigGAN-style): one MLP, a cheap Linear per modulation.
         self.cond = nn.Sequential(nn.Linear(cond_in, c.cond_dim), nn.LeakyReLU(0.2))
@@ -79,7 +81,7 @@ class Generator(nn.Module):
     def forward(self, z: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
         # z (B, z_dim), text (B, text_dim) -> (B, 3, R, R) in [-1, 1]
         cfg = self.config
-        text = cfg.sentence(text)
+        text = self.text_norm(text)  # (B, text_dim), fp32
         cond_in = torch.cat([text, z], dim=1) if cfg.noise_in_blocks else text
         cond = self.cond(cond_in)  # (B, cond_dim)
         h = self.dense(torch.cat([z, text], dim=1)).view(z.shape[0], -1, 4, 4)  # (B, C0, 4, 4)

@@ -130,6 +130,7 @@ def model_config(params: Any, data: TrainData) -> GANConfig:
         resolution=data.resolution, text_dim=data.text_dim, z_dim=params.z_dim,
         g_width=params.g_width, d_width=params.d_width, attention=tuple(params.attention),
         conditioning=params.conditioning, d_conditioning=params.d_conditioning,
+        text_norm=params.text_norm,
     )
 
 
@@ -144,8 +145,8 @@ def train(
     runtime = setup_runtime(params.device, params.precision, params.channels_last, params.threads, ctx.local_rank)
     seed_everything(params.seed)
     cfg = model_config(params, data)
-    state = build_state(cfg, params.lr_g, params.lr_d, (params.beta1, params.beta2), runtime, ctx.enabled)
-    loss_cfg = LossConfig(params.loss, params.ma_gp_weight, params.ma_gp_power, params.mismatch_weight, params.diversity_weight)
+    state = build_state(cfg, params.lr_g, params.lr_d, (params.beta1, params.beta2), runtime, ctx.enabled, data.text)
+    loss_cfg = LossConfig(params.loss, params.ma_gp_weight, params.ma_gp_power, params.ma_gp_every, params.mismatch_weight, params.diversity_weight)
     sampler = ShardedSampler(len(data.text), params.batch_size, params.seed, ctx.rank, ctx.world_size)
     fp = fingerprint(params.model_dump(), data.identity, ctx.world_size, architecture(state))
     say = print if ctx.is_main else (lambda *a, **k: None)

@@ -24,6 +24,7 @@ class LossConfig:
     kind: Literal["hinge", "bce"] = "hinge"
     ma_gp_weight: float = 2.0
     ma_gp_power: float = 6.0
+    ma_gp_every: int = 1          # lazy regularisation (StyleGAN2): the penalty every N-th D step, x N
     mismatch_weight: float = 1.0
     diversity_weight: float = 0.0
 
@@ -46,11 +47,14 @@ def discriminator_loss(
     text_fake: torch.Tensor,  # (B, D) captions the fakes were generated from
     text_mis: torch.Tensor,   # (B, D) mismatched captions for the real images
     cfg: LossConfig,
+    step: int = 0,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """One D forward over [real|fake|mismatched] (D has no batch norm, so this equals three
     forwards, but is one call: faster, and DDP sees exactly one forward per backward)."""
     b = real.shape[0]
-    use_gp = cfg.ma_gp_weight > 0
+    # The penalty's double backward costs about as much as the rest of the D step: with
+    # ma_gp_every=N it runs on every N-th step only, N times as strong (same mean pull).
+    use_gp = cfg.ma_gp_weight > 0 and step % cfg.ma_gp_every == 0
     real_in = real.detach().requires_grad_(use_gp)
     text_in = text.detach().requires_grad_(use_gp)
     out = d(torch.cat([real_in, fake.detach(), real_in]), torch.cat([text_in, text_fake, text_mis]))
@@ -66,9 +70,10 @@ def discriminator_loss(
         gx, gs = torch.autograd.grad(out_real.sum(), (real_in, text_in), create_graph=True)
         sq = gx.float().flatten(1).pow(2).sum(1) + gs.float().pow(2).sum(1)  # (B,) |grad|^2
         # |grad|^p as (|grad|^2)^(p/2): no sqrt, so no infinite derivative at a zero gradient.
-        gp = cfg.ma_gp_weight * sq.pow(cfg.ma_gp_power / 2.0).mean()
+        gp = cfg.ma_gp_weight * cfg.ma_gp_every * sq.pow(cfg.ma_gp_power / 2.0).mean()
         loss = loss + gp
-        stats["ma_gp"] = gp.detach()
+    # Logged amortised (0 on skipped steps), so a window mean is the penalty per step.
+    stats["ma_gp"] = gp.detach() if use_gp else torch.zeros((), device=out.device)
     return loss, stats
 
 

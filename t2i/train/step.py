@@ -31,9 +31,13 @@ class GANState:
 
 
 def build_state(
-    cfg: GANConfig, lr_g: float, lr_d: float, betas: tuple[float, float], runtime: Runtime, ddp: bool
+    cfg: GANConfig, lr_g: float, lr_d: float, betas: tuple[float, float], runtime: Runtime, ddp: bool,
+    train_text: torch.Tensor | None = None,  # (N, D) training sentence vectors: fit G's text_norm
 ) -> GANState:
-    g = Generator(cfg).to(runtime.device, memory_format=runtime.memory_format)
+    g = Generator(cfg)
+    if train_text is not None:
+        g.text_norm.fit(train_text)  # before the EMA copy and DDP's buffer broadcast
+    g = g.to(runtime.device, memory_format=runtime.memory_format)
     d = Discriminator(cfg).to(runtime.device, memory_format=runtime.memory_format)
     ema = copy.deepcopy(g).eval().requires_grad_(False)
     g_w: nn.Module = g
@@ -101,7 +105,7 @@ def train_step(
     # Paired: fakes use the first half's captions twice with fresh noise (mode-seeking term).
     text_fake = torch.cat([text[: b // 2], text[: b // 2]]) if paired else text
     text_mis = mismatched_text(data, text, partner, gen)
-    sentence = state.g_raw.config.sentence  # D sees sentence vectors at G's scale
+    sentence = state.g_raw.text_norm  # D sees the sentence vectors exactly as G does
 
     with runtime.autocast():
         fake = state.g(z, text_fake)  # (B, 3, R, R)
@@ -109,7 +113,7 @@ def train_step(
     # --- D step
     state.opt_d.zero_grad(set_to_none=True)
     with runtime.autocast():
-        loss_d, stats_d = discriminator_loss(state.d, real, sentence(text), fake, sentence(text_fake), sentence(text_mis), loss_cfg)
+        loss_d, stats_d = discriminator_loss(state.d, real, sentence(text), fake, sentence(text_fake), sentence(text_mis), loss_cfg, step)
     _backward_step(loss_d, state.opt_d, state.scaler)
 
     # --- G step: D frozen and called unwrapped (no DDP bookkeeping for a D that is not updated)
