@@ -73,7 +73,7 @@ def main() -> None:
     base = setup_runtime(p.device, "fp32", False, args.threads or p.threads)
     data = fake_data(4096, res, 512)
     cfg = model_config(p, data)
-    loss_cfg = LossConfig(p.loss, p.ma_gp_weight, p.ma_gp_power, p.ma_gp_every, p.mismatch_weight, p.diversity_weight)
+    loss_cfg = LossConfig(p.loss, p.ma_gp_weight, p.ma_gp_power, p.ma_gp_every, p.mismatch_weight, p.near_miss, p.diversity_weight)
     sync = torch.cuda.synchronize if base.device.type == "cuda" else (lambda: None)
 
     def prepare(rt: Runtime) -> object:

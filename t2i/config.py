@@ -74,6 +74,7 @@ class TrainParams(Section):
     ma_gp_power: float = Field(6.0, gt=0.0)
     ma_gp_every: int = Field(4, ge=1)  # lazy: the penalty on every N-th D step only, N times as strong
     mismatch_weight: float = Field(1.0, ge=0.0)
+    near_miss: bool = True  # one-word-miss captions as mismatched negatives (t2i/train/data.py)
     diversity_weight: float = Field(1.0, ge=0.0)  # mode-seeking term (MSGAN): noise must matter
     lr_g: float = Field(2e-4, gt=0.0, le=1.0)
     lr_d: float = Field(4e-4, gt=0.0, le=1.0)

@@ -6,11 +6,12 @@ import math
 from pathlib import Path
 
 import pytest
+import numpy as np
 import torch
 
 from t2i.train import NonFiniteLossError, Outputs, load_train_data, train
 from t2i.train.checkpoint import load_checkpoint
-from t2i.train.data import ShardedSampler, swap_partners
+from t2i.train.data import ShardedSampler, near_miss_partners, swap_partners
 from test_train_fixtures import make_dataset, small_params
 
 
@@ -21,6 +22,41 @@ def _outs(root: Path) -> Outputs:
 def test_swap_partners_pairs_word_order_swaps_only() -> None:
     caps = ["a red flower with a blue stem", "a blue flower with a red stem", "a red flower", "A red flower"]
     assert swap_partners(caps).tolist() == [1, 0, -1, -1]
+
+
+def test_near_miss_partners_differ_in_one_word_from_other_images() -> None:
+    caps = [
+        "the petals are red, the center is yellow",   # 0, image 0
+        "the petals are red, the center is blue",    # 1, image 1: one word off 0 and 2
+        "the petals are red, the center is yellow",   # 2, image 2: same text as 0
+        "the petals are red, the centre is yellow",   # 3, image 0: a paraphrase of 0's image
+        "a red flower",                               # 4, image 3: nothing one word off
+    ]
+    offsets, rows = near_miss_partners(caps, np.array([0, 1, 2, 0, 3]))
+    near = [sorted(caps[r] for r in rows[offsets[i]:offsets[i + 1]]) for i in range(len(caps))]
+    assert near[0] == [caps[1]]            # not 3: same image; not 2: same text
+    assert near[1] == [caps[0]]            # one row per distinct text
+    assert near[3] == []                   # its only one-word neighbour describes its own image
+    assert near[4] == []
+
+
+def test_mismatched_text_mixes_swaps_near_misses_and_others(tmp_path: Path) -> None:
+    from t2i.train.step import mismatched_text
+
+    data = load_train_data(*make_dataset(tmp_path))
+    rows = torch.arange(len(data.text))
+    g = torch.Generator().manual_seed(0)
+    mis = mismatched_text(data, data.text[rows], rows, data.partner[rows], g, near_miss=True)
+    assert mis.shape == data.text.shape
+    assert not (mis == data.text).all(dim=1).any()  # never the image's own caption
+    is_swap = (mis == data.text[data.partner.clamp(min=0)]).all(dim=1) & (data.partner >= 0)
+    near_sets = [set(data.near_rows[data.near_offsets[i]:data.near_offsets[i + 1]].tolist()) for i in rows.tolist()]
+    is_near = torch.tensor([any(bool((mis[i] == data.text[r]).all()) for r in near_sets[i]) for i in rows.tolist()])
+    assert is_swap.any() and is_near.any() and (~is_swap & ~is_near).any()
+    g = torch.Generator().manual_seed(0)
+    off = mismatched_text(data, data.text[rows], rows, data.partner[rows], g, near_miss=False)
+    off_near = torch.tensor([any(bool((off[i] == data.text[r]).all()) for r in near_sets[i]) for i in rows.tolist()])
+    assert off_near.float().mean() < is_near.float().mean() / 2  # only by chance (a shuffled caption)
 
 
 def test_sampler_state_reproduces_next_batch() -> None:

@@ -50,6 +50,39 @@ def swap_partners(captions: list[str]) -> np.ndarray:
     return partner
 
 
+def near_miss_partners(captions: list[str], image_index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For each caption, the captions that differ from it in exactly one word ("the center is
+    yellow" / "the center is blue"), as CSR arrays: the rows of caption i are
+    ``rows[offsets[i]:offsets[i + 1]]``. One row per distinct text (identical texts share a
+    vector); captions of the same image are left out, so a paraphrase is never a negative.
+
+    Swapped captions only ever exchange two colours, so a discriminator that ignores a third
+    attribute (the centre) still rejects every swap and every random caption; a one-word miss is
+    the negative that makes each slot matter. On human captions a one-word miss can be a synonym
+    (centre / center): train.near_miss=false turns them off.
+    """
+    words = [tuple(_WORD.findall(c.lower())) for c in captions]
+    first_row: dict[tuple[str, ...], int] = {}
+    images_of: dict[tuple[str, ...], set[int]] = {}
+    for i, w in enumerate(words):
+        first_row.setdefault(w, i)
+        images_of.setdefault(w, set()).add(int(image_index[i]))
+    by_key: dict[tuple[int, tuple[str, ...]], list[tuple[str, ...]]] = {}
+    for w in first_row:
+        for pos in range(len(w)):
+            by_key.setdefault((pos, w[:pos] + w[pos + 1 :]), []).append(w)
+    near: dict[tuple[str, ...], list[int]] = {w: [] for w in first_row}
+    for group in by_key.values():
+        if len(group) < 2:
+            continue
+        for w in group:
+            near[w].extend(first_row[o] for o in group if o != w and not images_of[o] & images_of[w])
+    counts = np.array([len(near[w]) for w in words], dtype=np.int64)
+    offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    rows = np.fromiter((r for w in words for r in near[w]), dtype=np.int64, count=int(offsets[-1]))
+    return offsets, rows
+
+
 def file_digest(path: Path, chunk: int = 1 << 22) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -68,6 +101,8 @@ class TrainData:
     all_text: np.ndarray        # (n_captions, D) float32, every row's embedding (mmap)
     encoder: dict[str, Any]     # encoder.json
     identity: str               # digest of data + embeddings: part of the checkpoint fingerprint
+    near_offsets: torch.Tensor | None = None  # (M + 1,) int64 CSR offsets of one-word-miss captions
+    near_rows: torch.Tensor | None = None     # (K,) int64 rows (in these M), see near_miss_partners
 
     @property
     def resolution(self) -> int:
@@ -104,19 +139,23 @@ def load_train_data(prepared_dir: str | Path, embeddings_dir: str | Path) -> Tra
     if len(train_rows) == 0:
         raise ValueError(f"{prepared.path}: no captions with split == 'train'")
     captions = prepared.table["caption"].astype(str).to_numpy()[train_rows].tolist()
+    image_index = prepared.table["image_index"].to_numpy()[train_rows].astype(np.int64)
+    near_offsets, near_rows = near_miss_partners(captions, image_index)
     identity = hashlib.sha256()
     for path in (prepared.path / "captions.parquet", prepared.path / "images.npy", emb_path):
         identity.update(file_digest(path).encode())
     identity.update(json.dumps(encoder, sort_keys=True).encode())
     return TrainData(
         images=torch.from_numpy(np.array(prepared.images)),  # one read into RAM, writable
-        image_index=torch.from_numpy(prepared.table["image_index"].to_numpy()[train_rows].astype(np.int64)),
+        image_index=torch.from_numpy(image_index),
         text=torch.from_numpy(np.ascontiguousarray(all_text[train_rows], dtype=np.float32)),
         partner=torch.from_numpy(swap_partners(captions)),
         table=prepared.table,
         all_text=all_text,
         encoder=encoder,
         identity=identity.hexdigest(),
+        near_offsets=torch.from_numpy(near_offsets),
+        near_rows=torch.from_numpy(near_rows),
     )
 
 

@@ -65,16 +65,27 @@ def update_ema(ema: nn.Module, g: nn.Module, decay: float, step: int) -> None:
         eb.copy_(gb)
 
 
-def mismatched_text(data: TrainData, text: torch.Tensor, partner: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    """Wrong captions for the real images: the word-order swap where one exists (half of the
-    time), else the caption of another image in the batch."""
+def mismatched_text(
+    data: TrainData, text: torch.Tensor, rows: torch.Tensor, partner: torch.Tensor, gen: torch.Generator, near_miss: bool
+) -> torch.Tensor:
+    """Wrong captions for the real images (B, D). Per row, a third of the time each: the
+    word-order swap, a one-word miss (`near_miss`), or the caption of another image in the
+    batch -- falling back to the last where the row has no swap / no near miss."""
     shuffled = text.roll(1, dims=0)  # (B, D)
-    has = partner >= 0
-    use_swap = has & (torch.rand(len(partner), generator=gen) < 0.5)
-    if not bool(use_swap.any()):
+    u = torch.rand(len(rows), generator=gen)
+    pick = torch.full((len(rows),), -1, dtype=torch.long)  # train row of the chosen negative
+    use_swap = (partner >= 0) & (u < 1 / 3)
+    pick[use_swap] = partner[use_swap]
+    if near_miss and data.near_offsets is not None and data.near_rows is not None:
+        start, count = data.near_offsets[rows], data.near_offsets[rows + 1] - data.near_offsets[rows]
+        use_near = (count > 0) & (u >= 1 / 3) & (u < 2 / 3)
+        if bool(use_near.any()):
+            j = start + (torch.rand(len(rows), generator=gen) * count.clamp(min=1)).long().clamp(max=count.clamp(min=1) - 1)
+            pick[use_near] = data.near_rows[j[use_near]]
+    if not bool((pick >= 0).any()):
         return shuffled
-    swapped = data.text[partner.clamp(min=0)].to(text.device)
-    return torch.where(use_swap.to(text.device)[:, None], swapped, shuffled)
+    chosen = data.text[pick.clamp(min=0)].to(text.device)
+    return torch.where((pick >= 0).to(text.device)[:, None], chosen, shuffled)
 
 
 def _backward_step(loss: torch.Tensor, opt: torch.optim.Optimizer, scaler: torch.amp.GradScaler | None) -> None:
@@ -104,7 +115,7 @@ def train_step(
     paired = loss_cfg.diversity_weight > 0 and b >= 4
     # Paired: fakes use the first half's captions twice with fresh noise (mode-seeking term).
     text_fake = torch.cat([text[: b // 2], text[: b // 2]]) if paired else text
-    text_mis = mismatched_text(data, text, partner, gen)
+    text_mis = mismatched_text(data, text, rows, partner, gen, loss_cfg.near_miss)
     sentence = state.g_raw.text_norm  # D sees the sentence vectors exactly as G does
 
     with runtime.autocast():
