@@ -60,24 +60,24 @@ class EmbedParams(Section):
 
 class TrainParams(Section):
     seed: int = 0
-    steps: int = Field(1500, ge=1)
+    steps: int = Field(3000, ge=1)
     batch_size: int = Field(64, ge=2, le=65536)
     z_dim: int = Field(32, ge=1, le=4096)
     g_width: int = Field(128, ge=8, le=4096)
     d_width: int = Field(16, ge=8, le=4096)
-    attention: list[int] = Field(default_factory=lambda: [8, 16])
+    attention: list[int] = Field(default_factory=lambda: [8])
     conditioning: Literal["affine", "cbn"] = "cbn"
     d_conditioning: Literal["projection", "concat"] = "projection"
     text_norm: Literal["scale", "whiten"] = "whiten"
     loss: Literal["hinge", "bce"] = "hinge"
-    ma_gp_weight: float = Field(2.0, ge=0.0)
+    ma_gp_weight: float = Field(0.0, ge=0.0)
     ma_gp_power: float = Field(6.0, gt=0.0)
     ma_gp_every: int = Field(4, ge=1)  # lazy: the penalty on every N-th D step only, N times as strong
     mismatch_weight: float = Field(1.0, ge=0.0)
     near_miss: bool = True  # one-word-miss captions as mismatched negatives (t2i/train/data.py)
-    diversity_weight: float = Field(1.0, ge=0.0)  # mode-seeking term (MSGAN): noise must matter
-    lr_g: float = Field(2e-4, gt=0.0, le=1.0)
-    lr_d: float = Field(4e-4, gt=0.0, le=1.0)
+    diversity_weight: float = Field(0.2, ge=0.0)  # mode-seeking term (MSGAN): noise must matter
+    lr_g: float = Field(5e-4, gt=0.0, le=1.0)
+    lr_d: float = Field(1e-3, gt=0.0, le=1.0)
     beta1: float = Field(0.0, ge=0.0, lt=1.0)
     beta2: float = Field(0.9, ge=0.0, lt=1.0)
     ema_decay: float = Field(0.999, ge=0.0, lt=1.0)

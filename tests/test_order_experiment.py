@@ -1,0 +1,31 @@
+"""benchmarks/order_experiment.py renders the README Results table from its own numbers."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+spec = importlib.util.spec_from_file_location("order_experiment", ROOT / "benchmarks" / "order_experiment.py")
+assert spec and spec.loader
+order = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(order)
+
+
+def row(name: str, swap: float, concurrent: int = 1) -> dict:
+    values = {col: 0.5 for col in order.COLUMNS}
+    values["test swap"] = swap
+    return {"run": name, "overrides": {}, "seconds": 600.0, "concurrent": concurrent, **values}
+
+
+def test_table_spread_and_verdicts() -> None:
+    rows = [row("use-seed0", 0.9), row("use-seed1", 0.8, concurrent=2), row("bow", 0.2, concurrent=2)]
+    spread = order.seed_spread(rows)
+    assert spread["test swap"] == {"mean": 0.85, "min": 0.8, "max": 0.9, "n": 2}
+    table = order.markdown(rows, spread)
+    assert "| use-seed0 | defaults |" in table and "| 10.0 |" in table
+    assert "| 10.0* |" in table and "ran alongside another run" in table  # concurrent minutes marked
+    assert "0.850 [0.800, 0.900]" in table
+    verdict = order.verdicts(rows)
+    assert verdict["use-seed0: test swap >= 0.85"] and not verdict["use-seed1: test swap >= 0.85"]
+    assert verdict["bow: test swap <= 0.30"]
