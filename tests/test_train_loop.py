@@ -99,7 +99,7 @@ def test_losses_move_and_checkpoint_round_trips_exactly(tmp_path: Path) -> None:
 def test_changed_params_start_fresh(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     data = load_train_data(*make_dataset(tmp_path))
     train(small_params(steps=2), data, _outs(tmp_path))
-    r = train(small_params(steps=2, lr_d=1e-3), data, _outs(tmp_path))
+    r = train(small_params(steps=2, lr_d=3e-3), data, _outs(tmp_path))  # default lr_d is 1e-3
     assert r.resumed_from == 0 and "starting fresh" in capsys.readouterr().out
 
 
