@@ -80,7 +80,7 @@ def mismatched_text(
         start, count = data.near_offsets[rows], data.near_offsets[rows + 1] - data.near_offsets[rows]
         use_near = (count > 0) & (u >= 1 / 3) & (u < 2 / 3)
         if bool(use_near.any()):
-            j = start + (torch.rand(len(rows), generator=gen) * count.clamp(min=1)).long().clamp(max=count.clamp(min=1) - 1)
+            j = start + (torch.rand(len(rows), generator=gen) * count).long()  # uniform in [start, start+count)
             pick[use_near] = data.near_rows[j[use_near]]
     if not bool((pick >= 0).any()):
         return shuffled
