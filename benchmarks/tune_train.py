@@ -19,6 +19,7 @@ import dataclasses
 import json
 import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -35,7 +36,7 @@ def main() -> None:
     ap.add_argument("name")
     ap.add_argument("overrides", help='JSON: {"train": {...}, "evaluate": {...}, "model": {...}}')
     ap.add_argument("--project", type=Path, default=ROOT, help="where data/prepared and data/embeddings are")
-    ap.add_argument("--out", type=Path, default=Path("/tmp/t2i-tune"), help="runs go to OUT/NAME")
+    ap.add_argument("--out", type=Path, default=Path(tempfile.gettempdir()) / "t2i-tune", help="runs go to OUT/NAME")
     args = ap.parse_args()
     over = json.loads(args.overrides)
     unknown = set(over) - {"train", "evaluate", "model"}
