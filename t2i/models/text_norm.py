@@ -42,9 +42,10 @@ class TextNorm(nn.Module):
         cov = torch.cov((x - mean).T)  # (D, D)
         vals, vecs = torch.linalg.eigh(cov)
         vals = vals.clamp(min=0.0)
-        damp = vals / (vals + WHITEN_EPS * vals.max())  # variance each direction keeps, <= 1
-        gain = (self.dim / damp.sum().clamp(min=1e-12)).sqrt()  # mean |out|^2 = D
-        w = vecs @ torch.diag(gain / (vals + WHITEN_EPS * vals.max()).sqrt()) @ vecs.T
+        damped = vals + WHITEN_EPS * vals.max()
+        kept = (vals / damped).sum()  # variance left after whitening, summed over directions
+        gain = (self.dim / kept.clamp(min=1e-12)).sqrt()  # mean |out|^2 = D
+        w = vecs @ torch.diag(gain / damped.sqrt()) @ vecs.T
         self.mean.copy_(mean.float())
         self.whiten.copy_(w.float())
 

@@ -24,8 +24,12 @@ from t2i.data.prepared import load_prepared
 _WORD = re.compile(r"[\w']+")
 
 
+def words(caption: str) -> tuple[str, ...]:
+    return tuple(_WORD.findall(caption.lower()))
+
+
 def bag_of_words(caption: str) -> tuple[str, ...]:
-    return tuple(sorted(_WORD.findall(caption.lower())))
+    return tuple(sorted(words(caption)))
 
 
 def swap_partners(captions: list[str]) -> np.ndarray:
@@ -37,7 +41,7 @@ def swap_partners(captions: list[str]) -> np.ndarray:
     """
     groups: dict[tuple[str, ...], dict[str, list[int]]] = {}
     for i, text in enumerate(captions):
-        groups.setdefault(bag_of_words(text), {}).setdefault(" ".join(_WORD.findall(text.lower())), []).append(i)
+        groups.setdefault(bag_of_words(text), {}).setdefault(" ".join(words(text)), []).append(i)
     partner = np.full(len(captions), -1, dtype=np.int64)
     for orders in groups.values():
         if len(orders) < 2:
@@ -61,10 +65,10 @@ def near_miss_partners(captions: list[str], image_index: np.ndarray) -> tuple[np
     the negative that makes each slot matter. On human captions a one-word miss can be a synonym
     (centre / center): train.near_miss=false turns them off.
     """
-    words = [tuple(_WORD.findall(c.lower())) for c in captions]
+    tokens = [words(c) for c in captions]
     first_row: dict[tuple[str, ...], int] = {}
     images_of: dict[tuple[str, ...], set[int]] = {}
-    for i, w in enumerate(words):
+    for i, w in enumerate(tokens):
         first_row.setdefault(w, i)
         images_of.setdefault(w, set()).add(int(image_index[i]))
     by_key: dict[tuple[int, tuple[str, ...]], list[tuple[str, ...]]] = {}
@@ -77,9 +81,9 @@ def near_miss_partners(captions: list[str], image_index: np.ndarray) -> tuple[np
             continue
         for w in group:
             near[w].extend(first_row[o] for o in group if o != w and not images_of[o] & images_of[w])
-    counts = np.array([len(near[w]) for w in words], dtype=np.int64)
+    counts = np.array([len(near[w]) for w in tokens], dtype=np.int64)
     offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-    rows = np.fromiter((r for w in words for r in near[w]), dtype=np.int64, count=int(offsets[-1]))
+    rows = np.fromiter((r for w in tokens for r in near[w]), dtype=np.int64, count=int(offsets[-1]))
     return offsets, rows
 
 
