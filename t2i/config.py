@@ -74,7 +74,9 @@ class TrainParams(Section):
     ma_gp_power: float = Field(6.0, gt=0.0)
     ma_gp_every: int = Field(4, ge=1)  # lazy: the penalty on every N-th D step only, N times as strong
     mismatch_weight: float = Field(1.0, ge=0.0)
-    near_miss: bool = True  # one-word-miss captions as mismatched negatives (t2i/train/data.py)
+    # Share of the mismatched negatives that are one-word-miss captions of other images
+    # (t2i/train/data.py); the rest is split evenly between word-order swaps and random captions.
+    near_miss: float = Field(1 / 3, ge=0.0, le=1.0)
     diversity_weight: float = Field(0.2, ge=0.0)  # mode-seeking term (MSGAN): noise must matter
     lr_g: float = Field(5e-4, gt=0.0, le=1.0)
     lr_d: float = Field(1e-3, gt=0.0, le=1.0)
@@ -88,6 +90,13 @@ class TrainParams(Section):
     log_every: int = Field(25, ge=1)
     device: Device = "auto"
     threads: int | None = Field(None, ge=1, le=256)
+
+    @field_validator("near_miss", mode="before")
+    @classmethod
+    def _near_miss_is_a_share(cls, v: Any) -> Any:
+        if isinstance(v, bool):  # the key was a switch before: `true` must not silently mean 1.0
+            raise ValueError(f"near_miss is now a share in [0, 1] (0 = off, 0.33 = a third of the negatives), got {v}")
+        return v
 
     @field_validator("attention")
     @classmethod

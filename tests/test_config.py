@@ -85,6 +85,14 @@ def test_attention_resolutions_checked(tmp_path: Path) -> None:
     assert TrainParams(attention=[16, 8, 8]).attention == [8, 16]
 
 
+def test_near_miss_switch_from_old_configs_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "params.yaml").write_text("train:\n  near_miss: true\n")
+    with pytest.raises(ParamsError, match="train.near_miss.*share"):
+        load_section("train", tmp_path / "params.yaml")
+    (tmp_path / "params.yaml").write_text("train:\n  near_miss: 0.5\n")
+    assert load_section("train", tmp_path / "params.yaml").near_miss == 0.5
+
+
 def test_dvc_yaml_params_match_config() -> None:
     """Every dotted key dvc.yaml tracks exists in params.yaml, so DVC and t2i agree."""
     dvc = yaml.safe_load((REPO / "dvc.yaml").read_text(encoding="utf-8"))
