@@ -74,9 +74,9 @@ class TrainParams(Section):
     ma_gp_power: float = Field(6.0, gt=0.0)
     ma_gp_every: int = Field(4, ge=1)  # lazy: the penalty on every N-th D step only, N times as strong
     mismatch_weight: float = Field(1.0, ge=0.0)
-    # Share of the mismatched negatives that are one-word-miss captions of other images
-    # (t2i/train/data.py); the rest is split evenly between word-order swaps and random captions.
-    near_miss: float = Field(1 / 3, ge=0.0, le=1.0)
+    # Weight of one-word-miss captions of other images among the mismatched negatives
+    # (t2i/train/data.py), against 1 for word-order swaps and 1 for random captions: 1 = a third.
+    near_miss: float = Field(1.0, ge=0.0, le=1e6)
     diversity_weight: float = Field(0.2, ge=0.0)  # mode-seeking term (MSGAN): noise must matter
     lr_g: float = Field(5e-4, gt=0.0, le=1.0)
     lr_d: float = Field(1e-3, gt=0.0, le=1.0)
@@ -93,9 +93,9 @@ class TrainParams(Section):
 
     @field_validator("near_miss", mode="before")
     @classmethod
-    def _near_miss_is_a_share(cls, v: Any) -> Any:
+    def _near_miss_is_a_weight(cls, v: Any) -> Any:
         if isinstance(v, bool):  # the key was a switch before: `true` must not silently mean 1.0
-            raise ValueError(f"near_miss is now a share in [0, 1] (0 = off, 0.33 = a third of the negatives), got {v}")
+            raise ValueError(f"near_miss is now a weight (0 = off, 1 = a third of the wrong captions), got {v}")
         return v
 
     @field_validator("attention")

@@ -87,7 +87,7 @@ def test_attention_resolutions_checked(tmp_path: Path) -> None:
 
 def test_near_miss_switch_from_old_configs_is_refused(tmp_path: Path) -> None:
     (tmp_path / "params.yaml").write_text("train:\n  near_miss: true\n")
-    with pytest.raises(ParamsError, match="train.near_miss.*share"):
+    with pytest.raises(ParamsError, match="train.near_miss.*weight"):
         load_section("train", tmp_path / "params.yaml")
     (tmp_path / "params.yaml").write_text("train:\n  near_miss: 0.5\n")
     assert load_section("train", tmp_path / "params.yaml").near_miss == 0.5

@@ -26,7 +26,7 @@ class LossConfig:
     ma_gp_power: float = 6.0
     ma_gp_every: int = 1          # lazy regularisation (StyleGAN2): the penalty every N-th D step, x N
     mismatch_weight: float = 1.0
-    near_miss: float = 1 / 3      # share of one-word-miss captions among the mismatched negatives
+    near_miss: float = 1.0        # weight of one-word misses among the wrong captions (swap, random: 1 each)
     diversity_weight: float = 0.0
 
 

@@ -66,21 +66,21 @@ def update_ema(ema: nn.Module, g: nn.Module, decay: float, step: int) -> None:
 
 
 def mismatched_text(
-    data: TrainData, text: torch.Tensor, rows: torch.Tensor, partner: torch.Tensor, gen: torch.Generator, near_miss: float
+    data: TrainData, text: torch.Tensor, rows: torch.Tensor, partner: torch.Tensor, gen: torch.Generator, near_miss: float = 1.0
 ) -> torch.Tensor:
-    """Wrong captions for the real images (B, D). Per row: a one-word miss with probability
-    `near_miss`, else the word-order swap or the caption of another image in the batch, half
-    and half -- falling back to the last where the row has no swap / no near miss."""
+    """Wrong captions for the real images (B, D). Per row, with odds 1 : `near_miss` : 1, the
+    word-order swap, a one-word miss or the caption of another image in the batch -- falling
+    back to the last where the row has no swap / no near miss."""
     shuffled = text.roll(1, dims=0)  # (B, D)
     u = torch.rand(len(rows), generator=gen)
     pick = torch.full((len(rows),), -1, dtype=torch.long)  # train row of the chosen negative
-    # u in [0, near_miss): near miss; then [near_miss, near_miss + rest/2): swap; then random.
-    swap_end = near_miss + (1.0 - near_miss) / 2
-    use_swap = (partner >= 0) & (u >= near_miss) & (u < swap_end)
+    # u in [0, swap_end): swap; [swap_end, near_end): near miss; the rest: another caption.
+    swap_end, near_end = 1.0 / (2.0 + near_miss), (1.0 + near_miss) / (2.0 + near_miss)
+    use_swap = (partner >= 0) & (u < swap_end)
     pick[use_swap] = partner[use_swap]
     if near_miss > 0 and data.near_offsets is not None and data.near_rows is not None:
         start, count = data.near_offsets[rows], data.near_offsets[rows + 1] - data.near_offsets[rows]
-        use_near = (count > 0) & (u < near_miss)
+        use_near = (count > 0) & (u >= swap_end) & (u < near_end)
         if bool(use_near.any()):
             j = start + (torch.rand(len(rows), generator=gen) * count).long()  # uniform in [start, start+count)
             pick[use_near] = data.near_rows[j[use_near]]
