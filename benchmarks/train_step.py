@@ -27,8 +27,7 @@ from torch.utils.flop_counter import FlopCounterMode
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from t2i.config import load_section  # noqa: E402
 from t2i.train.data import TrainData  # noqa: E402
-from t2i.train.loop import model_config  # noqa: E402
-from t2i.train.losses import LossConfig  # noqa: E402
+from t2i.train.loop import loss_config, model_config  # noqa: E402
 from t2i.train.runtime import Runtime, seed_everything, setup_runtime  # noqa: E402
 from t2i.train.step import build_state, train_step  # noqa: E402
 
@@ -73,7 +72,7 @@ def main() -> None:
     base = setup_runtime(p.device, "fp32", False, args.threads or p.threads)
     data = fake_data(4096, res, 512)
     cfg = model_config(p, data)
-    loss_cfg = LossConfig(p.loss, p.ma_gp_weight, p.ma_gp_power, p.ma_gp_every, p.mismatch_weight, p.near_miss, p.diversity_weight)
+    loss_cfg = loss_config(p)
     sync = torch.cuda.synchronize if base.device.type == "cuda" else (lambda: None)
 
     def prepare(rt: Runtime) -> object:

@@ -64,6 +64,27 @@ def test_mismatched_text_mixes_swaps_near_misses_and_others(tmp_path: Path) -> N
     assert has_near.any() and bool(got_near[has_near].all())
 
 
+def test_hard_near_miss_is_the_candidate_the_ranker_prefers(tmp_path: Path) -> None:
+    from t2i.train.step import mismatched_text
+
+    data = load_train_data(*make_dataset(tmp_path))
+    rows = torch.arange(len(data.text))
+    key = data.text[:, 0]  # a stand-in for D's match score: the first coordinate
+    rank = lambda cands: cands[..., 0]  # noqa: E731  (B, K, D) -> (B, K)
+    mis = mismatched_text(data, data.text[rows], rows, data.partner[rows], torch.Generator().manual_seed(0),
+                          near_miss=1e6, pool=64, rank=rank)
+    checked = 0
+    for i in rows.tolist():
+        partners = data.near_rows[data.near_offsets[i]:data.near_offsets[i + 1]]
+        if 0 < len(partners) <= 4:  # 64 draws cover every partner (miss chance < 4 * 0.75^64)
+            assert torch.equal(mis[i], data.text[partners[key[partners].argmax()]])
+            checked += 1
+    assert checked > 0
+    uniform = mismatched_text(data, data.text[rows], rows, data.partner[rows], torch.Generator().manual_seed(0),
+                              near_miss=1e6, pool=64)  # no ranker: the first draw, not the best
+    assert not torch.equal(uniform, mis)
+
+
 def test_sampler_state_reproduces_next_batch() -> None:
     s = ShardedSampler(20, 6, seed=1)
     for _ in range(4):  # crosses an epoch boundary

@@ -28,3 +28,15 @@ def test_lazy_ma_gp_runs_every_nth_step_n_times_as_strong() -> None:
     assert skip_stats["ma_gp"] == 0                                   # skipped: no double backward
     assert torch.allclose(on_stats["ma_gp"], 4 * eager_stats["ma_gp"])  # applied: 4x as strong
     assert torch.allclose(loss_on - loss_skip, on_stats["ma_gp"])
+
+
+def test_rank_texts_matches_the_full_score_up_to_the_image_term() -> None:
+    torch.manual_seed(0)
+    image, texts = torch.randn(3, 3, 32, 32), torch.randn(3, 5, 16)
+    for cond in ("projection", "concat"):
+        d = Discriminator(GANConfig(text_dim=16, d_width=8, attention=(), d_conditioning=cond)).eval()
+        ranked = d.rank_texts(image, texts)  # (3, 5)
+        full = torch.stack([d(image, texts[:, k]) for k in range(5)], dim=1)  # (3, 5)
+        # Same order of candidates per image: equal up to a per-image constant (psi for projection).
+        diff = full - ranked
+        assert torch.allclose(diff, diff[:, :1].expand_as(diff), atol=1e-4), cond

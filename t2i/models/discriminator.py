@@ -64,15 +64,18 @@ class Discriminator(nn.Module):
                 spectral_norm(nn.Conv2d(c4, 1, 4)),
             )
 
-    def forward(self, image: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
-        # image (B, 3, R, R), text (B, text_dim) = G's text_norm(raw vector) -> score (B,).
-        # The caller rescales, so the MA-GP differentiates w.r.t. the rescaled sentence.
+    def features(self, image: torch.Tensor) -> torch.Tensor:  # (B, 3, R, R) -> (B, C4, 4, 4)
         h = self.from_rgb(image)
         for block, res in zip(self.blocks, self.resolutions):
             h = block(h)
             if str(res) in self.attn:
                 h = self.attn[str(res)](h)
-        h = F.leaky_relu(h, 0.2)  # (B, C4, 4, 4)
+        return F.leaky_relu(h, 0.2)
+
+    def forward(self, image: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+        # image (B, 3, R, R), text (B, text_dim) = G's text_norm(raw vector) -> score (B,).
+        # The caller rescales, so the MA-GP differentiates w.r.t. the rescaled sentence.
+        h = self.features(image)  # (B, C4, 4, 4)
         if self.config.d_conditioning == "projection":
             # Mean, not sum, pooling: keeps |d score / d sentence| near 1 at init, where the MA-GP's
             # |grad|^6 would otherwise start in the hundreds of thousands.
@@ -80,3 +83,13 @@ class Discriminator(nn.Module):
             return self.psi(feat).squeeze(1) + (self.embed(text) * feat).sum(dim=1)
         s = self.text_proj(text)[:, :, None, None].expand(-1, -1, 4, 4)  # (B, cond_dim, 4, 4)
         return self.joint(torch.cat([h, s.to(h.dtype)], dim=1)).flatten()
+
+    def rank_texts(self, image: torch.Tensor, texts: torch.Tensor) -> torch.Tensor:
+        """How well each of K candidate sentences matches each image: (B, K), higher = better.
+        image (B, 3, R, R), texts (B, K, text_dim) normalised. Projection: the image term is the
+        same for every candidate, so one feature pass and a dot product rank them."""
+        b, k = texts.shape[:2]
+        if self.config.d_conditioning == "projection":
+            feat = self.features(image).mean(dim=(2, 3))  # (B, C4)
+            return (self.embed(texts.flatten(0, 1)).view(b, k, -1) * feat[:, None]).sum(-1)
+        return self(image.repeat_interleave(k, dim=0), texts.flatten(0, 1)).view(b, k)

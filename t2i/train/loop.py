@@ -134,6 +134,11 @@ def model_config(params: Any, data: TrainData) -> GANConfig:
     )
 
 
+def loss_config(params: Any) -> LossConfig:  # params: t2i.config.TrainParams
+    return LossConfig(params.loss, params.ma_gp_weight, params.ma_gp_power, params.ma_gp_every, params.mismatch_weight,
+                      params.near_miss, params.near_miss_pool, params.diversity_weight)
+
+
 def train(
     params: Any,                 # t2i.config.TrainParams
     data: TrainData,
@@ -146,7 +151,7 @@ def train(
     seed_everything(params.seed)
     cfg = model_config(params, data)
     state = build_state(cfg, params.lr_g, params.lr_d, (params.beta1, params.beta2), runtime, ctx.enabled, data.text)
-    loss_cfg = LossConfig(params.loss, params.ma_gp_weight, params.ma_gp_power, params.ma_gp_every, params.mismatch_weight, params.near_miss, params.diversity_weight)
+    loss_cfg = loss_config(params)
     sampler = ShardedSampler(len(data.text), params.batch_size, params.seed, ctx.rank, ctx.world_size)
     fp = fingerprint(params.model_dump(), data.identity, ctx.world_size, architecture(state))
     say = print if ctx.is_main else (lambda *a, **k: None)

@@ -27,6 +27,7 @@ class LossConfig:
     ma_gp_every: int = 1          # lazy regularisation (StyleGAN2): the penalty every N-th D step, x N
     mismatch_weight: float = 1.0
     near_miss: float = 1.0        # weight of one-word misses among the wrong captions (swap, random: 1 each)
+    near_miss_pool: int = 1       # hard negatives: the best-matching of this many one-word misses
     diversity_weight: float = 0.0
 
 

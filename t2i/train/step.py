@@ -7,6 +7,7 @@ same fakes, still attached to G's graph, are scored by the updated D for the G s
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -66,11 +67,16 @@ def update_ema(ema: nn.Module, g: nn.Module, decay: float, step: int) -> None:
 
 
 def mismatched_text(
-    data: TrainData, text: torch.Tensor, rows: torch.Tensor, partner: torch.Tensor, gen: torch.Generator, near_miss: float = 1.0
+    data: TrainData, text: torch.Tensor, rows: torch.Tensor, partner: torch.Tensor, gen: torch.Generator,
+    near_miss: float = 1.0, pool: int = 1, rank: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """Wrong captions for the real images (B, D). Per row, with odds 1 : `near_miss` : 1, the
     word-order swap, a one-word miss or the caption of another image in the batch -- falling
-    back to the last where the row has no swap / no near miss."""
+    back to the last where the row has no swap / no near miss.
+
+    Hard negatives (VSE++, Faghri et al. 2018): with `pool` > 1 and `rank` (raw candidate
+    sentences (B, K, D) -> match scores (B, K)), the one-word miss is the best-matching of
+    `pool` drawn partners, so D is shown the attribute it currently confuses most."""
     shuffled = text.roll(1, dims=0)  # (B, D)
     u = torch.rand(len(rows), generator=gen)
     pick = torch.full((len(rows),), -1, dtype=torch.long)  # train row of the chosen negative
@@ -82,8 +88,13 @@ def mismatched_text(
         start, count = data.near_offsets[rows], data.near_offsets[rows + 1] - data.near_offsets[rows]
         use_near = (count > 0) & (u >= swap_end) & (u < near_end)
         if bool(use_near.any()):
-            j = start + (torch.rand(len(rows), generator=gen) * count).long()  # uniform in [start, start+count)
-            pick[use_near] = data.near_rows[j[use_near]]
+            # (B, pool) uniform in [start, start+count); pool=1 draws exactly what it always drew.
+            j = start[:, None] + (torch.rand(len(rows), pool, generator=gen) * count[:, None]).long()
+            cand = data.near_rows[j.clamp(max=len(data.near_rows) - 1)]  # (B, pool) train rows
+            best = torch.zeros(len(rows), dtype=torch.long)
+            if pool > 1 and rank is not None:
+                best = rank(data.text[cand].to(text.device)).argmax(dim=1).cpu()  # (B,)
+            pick[use_near] = cand[torch.arange(len(rows)), best][use_near]
     if not bool((pick >= 0).any()):
         return shuffled
     chosen = data.text[pick.clamp(min=0)].to(text.device)
@@ -117,8 +128,14 @@ def train_step(
     paired = loss_cfg.diversity_weight > 0 and b >= 4
     # Paired: fakes use the first half's captions twice with fresh noise (mode-seeking term).
     text_fake = torch.cat([text[: b // 2], text[: b // 2]]) if paired else text
-    text_mis = mismatched_text(data, text, rows, partner, gen, loss_cfg.near_miss)
     sentence = state.g_raw.text_norm  # D sees the sentence vectors exactly as G does
+
+    @torch.no_grad()
+    def rank(candidates: torch.Tensor) -> torch.Tensor:  # (B, K, D) raw -> (B, K) D's match scores
+        with runtime.autocast():
+            return state.d_raw.rank_texts(real, sentence(candidates.flatten(0, 1)).view_as(candidates)).float()
+
+    text_mis = mismatched_text(data, text, rows, partner, gen, loss_cfg.near_miss, loss_cfg.near_miss_pool, rank)
 
     with runtime.autocast():
         fake = state.g(z, text_fake)  # (B, 3, R, R)
