@@ -115,6 +115,11 @@ def _sub(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tenso
     return {k[cut:]: v for k, v in tensors.items() if k.startswith(prefix + ".")}
 
 
+def tensors_of(ckpt: Checkpoint, prefix: str) -> dict[str, torch.Tensor]:
+    """The state dict of one module of the checkpoint: "g", "d" or "ema"."""
+    return _sub(ckpt.tensors, prefix)
+
+
 def _load_optim(opt: torch.optim.Optimizer, prefix: str, ckpt: Checkpoint) -> None:
     m = ckpt.meta["optim"][prefix]
     state: dict[int, dict[str, Any]] = {}

@@ -1,0 +1,130 @@
+"""How fast can a discriminator learn to check each colour? D alone, no generator.
+
+    python benchmarks/d_proxy.py [--project DIR] [--steps 600] [--near-miss 1] [--pool 1] \
+        [--centre-only] [--oracle-text] [--lr 1e-3] [--model '{"d_width": 32}']
+
+Trains only D, with the training loss's matching half: real images with their caption
+(positives) against the same images with wrong captions drawn as in training (word-order swap,
+one-word miss, another caption: `t2i.train.step.mismatched_text`), hinge loss, one thread. Then
+prints `benchmarks/d_probe.py`'s figures: how often D prefers the true caption over a petal /
+stem / centre miss on real test images. ~100 s per 600 steps here, against ~20 min for a GAN
+run, so it screens D-side ideas (docs/results/tuning.md, session 3). PROJECT holds
+data/prepared and data/embeddings of the synthetic dataset (a finished `dvc repro`).
+
+--centre-only trains on the captions that name a centre colour only; --oracle-text replaces
+the sentence vectors by one-hot petal / stem / centre colours (what a perfect text encoder
+would give), to tell text-side from image-side limits.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from d_probe import probe  # noqa: E402
+
+from t2i.data.flowers import COLORS  # noqa: E402
+from t2i.data.prepared import load_prepared  # noqa: E402
+from t2i.models import Discriminator, GANConfig  # noqa: E402
+from t2i.models.text_norm import TextNorm  # noqa: E402
+from t2i.text import encoder_from_info  # noqa: E402
+from t2i.train.data import load_train_data  # noqa: E402
+from t2i.train.step import mismatched_text  # noqa: E402
+
+
+def one_hot_colours(attrs: list[dict[str, Any]], dim: int) -> torch.Tensor:
+    """(N, dim): petal, stem and (if named) centre colour one-hot in three blocks of 10, scaled
+    to the whitened vectors' typical norm."""
+    out = torch.zeros(len(attrs), dim)
+    for i, a in enumerate(attrs):
+        out[i, COLORS.index(a["petal_color"])] = 1.0
+        out[i, len(COLORS) + COLORS.index(a["stem_color"])] = 1.0
+        if a.get("center_color"):
+            out[i, 2 * len(COLORS) + COLORS.index(a["center_color"])] = 1.0
+    return out * 8.0
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--project", type=Path, default=ROOT)
+    ap.add_argument("--steps", type=int, default=600)
+    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--near-miss", type=float, default=1.0, help="train.near_miss: weight of one-word misses")
+    ap.add_argument("--pool", type=int, default=1, help="train.near_miss_pool: hard negatives among this many")
+    ap.add_argument("--centre-only", action="store_true")
+    ap.add_argument("--oracle-text", action="store_true")
+    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--model", default="{}", help="GANConfig overrides as JSON (d_width, d_conditioning, attention)")
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    torch.manual_seed(args.seed)
+
+    prepared_dir, emb_dir = args.project / "data" / "prepared", args.project / "data" / "embeddings"
+    data = load_train_data(prepared_dir, emb_dir)
+    train_table = data.table[data.table["split"] == "train"].reset_index(drop=True)  # row i = data.text[i]
+    named = train_table["mentions"].str.contains("center_color").to_numpy()
+    if args.oracle_text:
+        attrs = [{**r, "center_color": r["center_color"] if n else None} for r, n in
+                 zip(train_table[["petal_color", "stem_color", "center_color"]].to_dict("records"), named)]
+        data.text = one_hot_colours(attrs, data.text_dim)
+        sentence: Any = lambda t: t  # noqa: E731  (the one-hot vectors are used as they are)
+    else:
+        sentence = TextNorm(data.text_dim, "whiten")
+        sentence.fit(data.text)
+    pool_rows = torch.from_numpy(np.flatnonzero(named)) if args.centre_only else torch.arange(len(data.text))
+
+    cfg = GANConfig(**{"resolution": data.resolution, "text_dim": data.text_dim, "d_width": 16, "attention": (8,),
+                       "text_norm": "whiten", **json.loads(args.model)})
+    d = Discriminator(cfg)
+    opt = torch.optim.Adam(d.parameters(), lr=args.lr, betas=(0.0, 0.9))
+    gen = torch.Generator().manual_seed(args.seed)
+    cpu = torch.device("cpu")
+    t0 = time.perf_counter()
+    for _ in range(args.steps):
+        rows = pool_rows[torch.randint(0, len(pool_rows), (args.batch_size,), generator=gen)]
+        real, text, partner = data.batch(rows, cpu, channels_last=False)  # (B, 3, R, R), (B, D), (B,)
+
+        def rank(candidates: torch.Tensor) -> torch.Tensor:  # (B, K, D) -> (B, K)
+            with torch.no_grad():
+                return d.rank_texts(real, sentence(candidates.flatten(0, 1)).view_as(candidates)).float()
+
+        wrong = mismatched_text(data, text, rows, partner, gen, args.near_miss, args.pool, rank)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = d(torch.cat([real, real]), torch.cat([sentence(text), sentence(wrong)])).float()  # (2B,)
+        loss = F.relu(1.0 - out[: len(rows)]).mean() + F.relu(1.0 + out[len(rows):]).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    seconds = time.perf_counter() - t0
+
+    prepared = load_prepared(prepared_dir)
+    if args.oracle_text:
+        def vectors(captions: list[str], attrs: list[dict[str, Any]]) -> torch.Tensor:
+            return one_hot_colours(attrs, data.text_dim)
+    else:
+        encoder = encoder_from_info(json.loads((emb_dir / "encoder.json").read_text(encoding="utf-8")))
+
+        def vectors(captions: list[str], attrs: list[dict[str, Any]]) -> torch.Tensor:
+            return sentence(torch.from_numpy(encoder.encode(captions)).float())
+
+    result = probe(d, vectors, prepared.table, prepared.images)
+    print(json.dumps({"steps": args.steps, "near_miss": args.near_miss, "pool": args.pool, "centre_only": args.centre_only,
+                      "oracle_text": args.oracle_text, "lr": args.lr, "model": json.loads(args.model),
+                      "train_seconds": round(seconds), **result}))
+
+
+if __name__ == "__main__":
+    main()
