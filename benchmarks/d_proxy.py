@@ -80,7 +80,7 @@ def main() -> None:
         attrs = [{**r, "center_color": r["center_color"] if n else None} for r, n in
                  zip(train_table[["petal_color", "stem_color", "center_color"]].to_dict("records"), named)]
         data.text = one_hot_colours(attrs, data.text_dim)
-        sentence: Any = lambda t: t  # noqa: E731  (the one-hot vectors are used as they are)
+        sentence: Any = torch.nn.Identity()  # the one-hot vectors are used as they are
     else:
         sentence = TextNorm(data.text_dim, "whiten")
         sentence.fit(data.text)

@@ -70,7 +70,9 @@ def test_hard_near_miss_is_the_candidate_the_ranker_prefers(tmp_path: Path) -> N
     data = load_train_data(*make_dataset(tmp_path))
     rows = torch.arange(len(data.text))
     key = data.text[:, 0]  # a stand-in for D's match score: the first coordinate
-    rank = lambda cands: cands[..., 0]  # noqa: E731  (B, K, D) -> (B, K)
+    def rank(cands: torch.Tensor) -> torch.Tensor:  # (B, K, D) -> (B, K)
+        return cands[..., 0]
+
     mis = mismatched_text(data, data.text[rows], rows, data.partner[rows], torch.Generator().manual_seed(0),
                           near_miss=1e6, pool=64, rank=rank)
     checked = 0
