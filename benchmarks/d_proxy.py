@@ -36,7 +36,6 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from d_probe import probe  # noqa: E402
 
 from t2i.data.flowers import COLORS  # noqa: E402
-from t2i.data.prepared import load_prepared  # noqa: E402
 from t2i.models import Discriminator, GANConfig  # noqa: E402
 from t2i.models.text_norm import TextNorm  # noqa: E402
 from t2i.text import encoder_from_info  # noqa: E402
@@ -110,7 +109,6 @@ def main() -> None:
         opt.step()
     seconds = time.perf_counter() - t0
 
-    prepared = load_prepared(prepared_dir)
     if args.oracle_text:
         def vectors(captions: list[str], attrs: list[dict[str, Any]]) -> torch.Tensor:
             return one_hot_colours(attrs, data.text_dim)
@@ -120,7 +118,7 @@ def main() -> None:
         def vectors(captions: list[str], attrs: list[dict[str, Any]]) -> torch.Tensor:
             return sentence(torch.from_numpy(encoder.encode(captions)).float())
 
-    result = probe(d, vectors, prepared.table, prepared.images)
+    result = probe(d, vectors, data.table, data.images.numpy())  # the full table and images, already in RAM
     print(json.dumps({"steps": args.steps, "near_miss": args.near_miss, "pool": args.pool, "centre_only": args.centre_only,
                       "oracle_text": args.oracle_text, "lr": args.lr, "model": json.loads(args.model),
                       "train_seconds": round(seconds), **result}))
