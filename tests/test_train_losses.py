@@ -40,3 +40,22 @@ def test_rank_texts_matches_the_full_score_up_to_the_image_term() -> None:
         # Same order of candidates per image: equal up to a per-image constant (psi for projection).
         diff = full - ranked
         assert torch.allclose(diff, diff[:, :1].expand_as(diff), atol=1e-4), cond
+
+
+def test_shared_real_features_give_the_three_separate_forwards() -> None:
+    """The D loss scores each real image against its caption and a wrong one from one feature
+    pass (image_index); the loss and every gradient must equal three separate forwards."""
+    for cond in ("projection", "concat"):
+        torch.manual_seed(0)
+        d = Discriminator(GANConfig(resolution=32, text_dim=16, d_width=8, attention=(), d_conditioning=cond)).eval()
+        real, text, fake, text_fake, text_mis = (torch.randn(4, 3, 32, 32), torch.randn(4, 16),
+                                                 torch.randn(4, 3, 32, 32), torch.randn(4, 16), torch.randn(4, 16))
+        cfg = LossConfig(ma_gp_weight=0.0, mismatch_weight=0.5)
+        loss, stats = discriminator_loss(d, real, text, fake, text_fake, text_mis, cfg)
+        shared = torch.autograd.grad(loss, list(d.parameters()))
+        out_real, out_fake, out_mis = d(real, text), d(fake, text_fake), d(real, text_mis)
+        separate = (1 - out_real).relu().mean() + ((1 + out_fake).relu().mean() + 0.5 * (1 + out_mis).relu().mean()) / 1.5
+        assert torch.allclose(loss, separate, atol=1e-5), cond
+        assert torch.allclose(stats["loss_d_mismatch"], (1 + out_mis).relu().mean(), atol=1e-5), cond
+        for a, b in zip(shared, torch.autograd.grad(separate, list(d.parameters()))):
+            assert torch.allclose(a, b, atol=1e-5), cond

@@ -72,16 +72,20 @@ class Discriminator(nn.Module):
                 h = self.attn[str(res)](h)
         return F.leaky_relu(h, 0.2)
 
-    def forward(self, image: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
-        # image (B, 3, R, R), text (B, text_dim) = G's text_norm(raw vector) -> score (B,).
+    def forward(self, image: torch.Tensor, text: torch.Tensor, image_index: torch.Tensor | None = None) -> torch.Tensor:
+        # image (M, 3, R, R), text (N, text_dim) = G's text_norm(raw vector) -> score (N,).
+        # image_index (N,): which image each sentence is scored against (None: the i-th, N = M),
+        # so a real image paired with its caption and with a wrong one costs one feature pass.
         # The caller rescales, so the MA-GP differentiates w.r.t. the rescaled sentence.
-        h = self.features(image)  # (B, C4, 4, 4)
+        h = self.features(image)  # (M, C4, 4, 4)
+        if image_index is not None:
+            h = h[image_index]  # (N, C4, 4, 4)
         if self.config.d_conditioning == "projection":
             # Mean, not sum, pooling: keeps |d score / d sentence| near 1 at init, where the MA-GP's
             # |grad|^6 would otherwise start in the hundreds of thousands.
-            feat = h.mean(dim=(2, 3))  # (B, C4)
+            feat = h.mean(dim=(2, 3))  # (N, C4)
             return self.psi(feat).squeeze(1) + (self.embed(text) * feat).sum(dim=1)
-        s = self.text_proj(text)[:, :, None, None].expand(-1, -1, 4, 4)  # (B, cond_dim, 4, 4)
+        s = self.text_proj(text)[:, :, None, None].expand(-1, -1, 4, 4)  # (N, cond_dim, 4, 4)
         return self.joint(torch.cat([h, s.to(h.dtype)], dim=1)).flatten()
 
     def rank_texts(self, image: torch.Tensor, texts: torch.Tensor) -> torch.Tensor:
@@ -92,4 +96,5 @@ class Discriminator(nn.Module):
         if self.config.d_conditioning == "projection":
             feat = self.features(image).mean(dim=(2, 3))  # (B, C4)
             return (self.embed(texts.flatten(0, 1)).view(b, k, -1) * feat[:, None]).sum(-1)
-        return self(image.repeat_interleave(k, dim=0), texts.flatten(0, 1)).view(b, k)
+        index = torch.arange(b, device=image.device).repeat_interleave(k)  # (B*K,)
+        return self(image, texts.flatten(0, 1), index).view(b, k)

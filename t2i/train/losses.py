@@ -51,15 +51,17 @@ def discriminator_loss(
     cfg: LossConfig,
     step: int = 0,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """One D forward over [real|fake|mismatched] (D has no batch norm, so this equals three
-    forwards, but is one call: faster, and DDP sees exactly one forward per backward)."""
+    """One D forward: features of [real|fake] once, scored against [true|generating|mismatched]
+    captions, the real features twice. D has no batch norm, so this equals three separate
+    forwards; it is one call (DDP sees exactly one forward per backward) and a third less work."""
     b = real.shape[0]
     # The penalty's double backward costs about as much as the rest of the D step: with
     # ma_gp_every=N it runs on every N-th step only, N times as strong (same mean pull).
     use_gp = cfg.ma_gp_weight > 0 and step % cfg.ma_gp_every == 0
     real_in = real.detach().requires_grad_(use_gp)
     text_in = text.detach().requires_grad_(use_gp)
-    out = d(torch.cat([real_in, fake.detach(), real_in]), torch.cat([text_in, text_fake, text_mis]))
+    index = torch.cat([torch.arange(2 * b), torch.arange(b)]).to(real.device)  # (3B,) image of each score
+    out = d(torch.cat([real_in, fake.detach()]), torch.cat([text_in, text_fake, text_mis]), index)
     out = out.float()  # (3B,) scores; the loss is computed in fp32 even under autocast
     out_real, out_fake, out_mis = out[:b], out[b : 2 * b], out[2 * b :]
     loss_real = _pos(out_real, cfg.kind).mean()
