@@ -60,7 +60,7 @@ class EmbedParams(Section):
 
 class TrainParams(Section):
     seed: int = 0
-    steps: int = Field(3000, ge=1)
+    steps: int = Field(4500, ge=1)
     batch_size: int = Field(64, ge=2, le=65536)
     z_dim: int = Field(32, ge=1, le=4096)
     g_width: int = Field(128, ge=8, le=4096)
@@ -77,7 +77,7 @@ class TrainParams(Section):
     # Weight of one-word-miss captions of other images among the mismatched negatives
     # (t2i/train/data.py), against 1 for word-order swaps and 1 for random captions: 1 = a third.
     near_miss: float = Field(1.0, ge=0.0, le=1e6)
-    near_miss_pool: int = Field(1, ge=1, le=64)  # hard negatives: D's best match among this many misses
+    near_miss_pool: int = Field(8, ge=1, le=64)  # hard negatives: D's best match among this many misses
     diversity_weight: float = Field(0.2, ge=0.0)  # mode-seeking term (MSGAN): noise must matter
     lr_g: float = Field(5e-4, gt=0.0, le=1.0)
     lr_d: float = Field(1e-3, gt=0.0, le=1.0)
