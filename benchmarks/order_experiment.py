@@ -131,6 +131,20 @@ def markdown(rows: list[dict[str, Any]], spread: dict[str, dict[str, float]]) ->
     return "\n".join(lines)
 
 
+def shown_command(argv: list[str]) -> str:
+    """The command line for the README, without --workdir: where the copies lived is this
+    machine's business and does not change a figure."""
+    shown, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--workdir":
+            skip = True
+        elif not arg.startswith("--workdir="):
+            shown.append(arg)
+    return " ".join(["python benchmarks/order_experiment.py", *shown])
+
+
 def write_readme(table: str, command: str) -> None:
     readme = ROOT / "README.md"
     text = readme.read_text(encoding="utf-8")
@@ -164,7 +178,7 @@ def main() -> None:
     result = {"runs": rows, "use_seed_spread": spread, "targets": verdicts(rows)}
     print(json.dumps(result, indent=2))
     if args.write_readme:
-        write_readme(markdown(rows, spread), "python benchmarks/order_experiment.py " + " ".join(sys.argv[1:]))
+        write_readme(markdown(rows, spread), shown_command(sys.argv[1:]))
 
 
 if __name__ == "__main__":

@@ -29,3 +29,8 @@ def test_table_spread_and_verdicts() -> None:
     verdict = order.verdicts(rows)
     assert verdict["use-seed0: test swap >= 0.85"] and not verdict["use-seed1: test swap >= 0.85"]
     assert verdict["bow: test swap <= 0.30"]
+
+
+def test_readme_command_leaves_out_the_workdir() -> None:
+    shown = order.shown_command(["--jobs", "2", "--workdir", "/somewhere/local", "--write-readme", "--workdir=/x"])
+    assert shown == "python benchmarks/order_experiment.py --jobs 2 --write-readme"
