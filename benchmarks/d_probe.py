@@ -59,8 +59,12 @@ def probe(d: Discriminator, sentences: Callable[[list[str], list[dict[str, Any]]
     x = torch.from_numpy(images[rows["image_index"].to_numpy()]).permute(0, 3, 1, 2).float() / 127.5 - 1.0  # (N, 3, R, R)
     was_training = d.training
     d.eval()
+    keys = list(captions)  # true, then one miss per slot: all scored against one feature pass of x
     with torch.no_grad():
-        score = {k: d(x, sentences(captions[k], attrs[k])).float().numpy() for k in captions}
+        text = torch.cat([sentences(captions[k], attrs[k]) for k in keys])  # (K*N, D)
+        index = torch.arange(len(x)).repeat(len(keys))  # (K*N,) image of each sentence
+        flat = d(x, text, index).float().numpy()
+    score = dict(zip(keys, flat.reshape(len(keys), len(x))))
     d.train(was_training)
     out: dict[str, float] = {}
     for slot in SLOTS:
