@@ -1,7 +1,8 @@
 """How fast can a discriminator learn to check each colour? D alone, no generator.
 
     python benchmarks/d_proxy.py [--project DIR] [--steps 600] [--near-miss 1] [--pool 1] \
-        [--centre-only] [--oracle-text] [--lr 1e-3] [--model '{"d_width": 32}']
+        [--centre-only] [--oracle-text] [--lr 1e-3] [--model '{"d_width": 32}'] \
+        [--contrastive 1.0] [--candidates 8]
 
 Trains only D, with the training loss's matching half: real images with their caption
 (positives) against the same images with wrong captions drawn as in training (word-order swap,
@@ -13,7 +14,8 @@ data/prepared and data/embeddings of the synthetic dataset (a finished `dvc repr
 
 --centre-only trains on the captions that name a centre colour only; --oracle-text replaces
 the sentence vectors by one-hot petal / stem / centre colours (what a perfect text encoder
-would give), to tell text-side from image-side limits.
+would give), to tell text-side from image-side limits. --contrastive W adds the training loss's
+cross-entropy of each caption against --candidates one-word misses (train.contrastive_weight).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from tqdm import tqdm
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -40,7 +43,9 @@ from t2i.models import Discriminator, GANConfig  # noqa: E402
 from t2i.models.text_norm import TextNorm  # noqa: E402
 from t2i.text import encoder_from_info  # noqa: E402
 from t2i.train.data import load_train_data  # noqa: E402
-from t2i.train.step import mismatched_text  # noqa: E402
+from t2i.train.losses import candidate_ce  # noqa: E402
+from t2i.train.runtime import cpu_has_fast_bf16  # noqa: E402
+from t2i.train.step import mismatched_text, near_miss_candidates  # noqa: E402
 
 
 def one_hot_colours(attrs: list[dict[str, Any]], dim: int) -> torch.Tensor:
@@ -67,8 +72,11 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--model", default="{}", help="GANConfig overrides as JSON (d_width, d_conditioning, attention)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--contrastive", type=float, default=0.0, help="train.contrastive_weight")
+    ap.add_argument("--candidates", type=int, default=8, help="train.contrastive_candidates")
     args = ap.parse_args()
     torch.set_num_threads(1)
+    torch.set_flush_denormal(True)  # denormals in small conv nets cost 2-10x at random (shared/NOTES)
     torch.manual_seed(args.seed)
 
     prepared_dir, emb_dir = args.project / "data" / "prepared", args.project / "data" / "embeddings"
@@ -91,8 +99,9 @@ def main() -> None:
     opt = torch.optim.Adam(d.parameters(), lr=args.lr, betas=(0.0, 0.9))
     gen = torch.Generator().manual_seed(args.seed)
     cpu = torch.device("cpu")
+    fast_bf16 = cpu_has_fast_bf16()
     t0 = time.perf_counter()
-    for _ in range(args.steps):
+    for _ in tqdm(range(args.steps), desc="d_proxy", unit="step", mininterval=5.0):
         rows = pool_rows[torch.randint(0, len(pool_rows), (args.batch_size,), generator=gen)]
         real, text, partner = data.batch(rows, cpu, channels_last=False)  # (B, 3, R, R), (B, D), (B,)
 
@@ -101,9 +110,17 @@ def main() -> None:
                 return d.rank_texts(real, sentence(candidates.flatten(0, 1)).view_as(candidates)).float()
 
         wrong = mismatched_text(data, text, rows, partner, gen, args.near_miss, args.pool, rank)
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            out = d(torch.cat([real, real]), torch.cat([sentence(text), sentence(wrong)])).float()  # (2B,)
-        loss = F.relu(1.0 - out[: len(rows)]).mean() + F.relu(1.0 + out[len(rows):]).mean()
+        b, k = len(rows), args.candidates
+        texts, index = [sentence(text), sentence(wrong)], [torch.arange(b), torch.arange(b)]
+        if args.contrastive > 0:
+            cand_rows, valid = near_miss_candidates(data, rows, k, gen)  # (B, K)
+            texts.append(sentence(data.text[cand_rows.flatten()]))
+            index.append(torch.arange(b).repeat_interleave(k))
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=fast_bf16):  # what train.precision=auto picks
+            out = d(real, torch.cat(texts), torch.cat(index)).float()  # (2B [+ B*K],)
+        loss = F.relu(1.0 - out[:b]).mean() + F.relu(1.0 + out[b : 2 * b]).mean()
+        if args.contrastive > 0:
+            loss = loss + args.contrastive * candidate_ce(out[:b], out[2 * b :].view(b, k), valid)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -120,8 +137,9 @@ def main() -> None:
 
     result = probe(d, vectors, data.table, data.images.numpy())  # the full table and images, already in RAM
     print(json.dumps({"steps": args.steps, "near_miss": args.near_miss, "pool": args.pool, "centre_only": args.centre_only,
-                      "oracle_text": args.oracle_text, "lr": args.lr, "model": json.loads(args.model),
-                      "train_seconds": round(seconds), **result}))
+                      "oracle_text": args.oracle_text, "lr": args.lr,
+                      "contrastive": args.contrastive, "candidates": args.candidates, "model": json.loads(args.model),
+                      "train_seconds": round(seconds), "bf16": fast_bf16, **result}))
 
 
 if __name__ == "__main__":

@@ -87,6 +87,20 @@ def test_hard_near_miss_is_the_candidate_the_ranker_prefers(tmp_path: Path) -> N
     assert not torch.equal(uniform, mis)
 
 
+def test_contrastive_candidates_are_one_word_misses_of_their_row(tmp_path: Path) -> None:
+    from t2i.train.step import near_miss_candidates
+
+    data = load_train_data(*make_dataset(tmp_path))
+    rows = torch.arange(len(data.text))
+    cand, valid = near_miss_candidates(data, rows, 6, torch.Generator().manual_seed(0))
+    assert cand.shape == valid.shape == (len(rows), 6)
+    has_near = data.near_offsets[1:] > data.near_offsets[:-1]
+    assert has_near.any() and torch.equal(valid, has_near[:, None].expand(-1, 6))
+    for i in rows[has_near].tolist():
+        allowed = set(data.near_rows[data.near_offsets[i]:data.near_offsets[i + 1]].tolist())
+        assert set(cand[i].tolist()) <= allowed
+
+
 def test_sampler_state_reproduces_next_batch() -> None:
     s = ShardedSampler(20, 6, seed=1)
     for _ in range(4):  # crosses an epoch boundary

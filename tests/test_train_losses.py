@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+
+import pytest
 import torch
 
 from t2i.models import Discriminator, GANConfig
@@ -59,3 +62,44 @@ def test_shared_real_features_give_the_three_separate_forwards() -> None:
         assert torch.allclose(stats["loss_d_mismatch"], (1 + out_mis).relu().mean(), atol=1e-5), cond
         for a, b in zip(shared, torch.autograd.grad(separate, list(d.parameters()))):
             assert torch.allclose(a, b, atol=1e-5), cond
+
+
+def test_contrastive_term_is_the_cross_entropy_of_separate_forwards() -> None:
+    """The K candidates ride in the same D call (image_index); D's loss gains w * CE of the true
+    caption against them, G's the same on its fakes, and invalid candidates are ignored."""
+    from t2i.train.losses import generator_loss
+
+    torch.manual_seed(0)
+    d = Discriminator(GANConfig(resolution=32, text_dim=16, d_width=8, attention=())).eval()
+    real, text, fake, text_fake, text_mis = (torch.randn(4, 3, 32, 32), torch.randn(4, 16),
+                                             torch.randn(4, 3, 32, 32), torch.randn(4, 16), torch.randn(4, 16))
+    cands = torch.randn(4, 3, 16)  # (B, K, D)
+    valid = torch.tensor([[True] * 3, [True, False, True], [False] * 3, [True] * 3])
+    plain = LossConfig(ma_gp_weight=0.0)
+    with_ce = LossConfig(ma_gp_weight=0.0, contrastive_weight=0.5, contrastive_candidates=3)
+
+    def ce(image: torch.Tensor, true: torch.Tensor) -> torch.Tensor:  # by hand, one forward per candidate
+        logits = torch.stack([d(image, true)] + [d(image, cands[:, k]) for k in range(3)], dim=1)  # (B, 1+K)
+        logits[:, 1:] = logits[:, 1:].masked_fill(~valid, float("-inf"))
+        return torch.nn.functional.cross_entropy(logits, torch.zeros(4, dtype=torch.long))
+
+    base, _ = discriminator_loss(d, real, text, fake, text_fake, text_mis, plain)
+    loss, stats = discriminator_loss(d, real, text, fake, text_fake, text_mis, with_ce, 0, cands, valid)
+    expected = ce(real, text)
+    assert torch.allclose(stats["loss_d_contrastive"], expected, atol=1e-5)
+    assert torch.allclose(loss, base + 0.5 * expected, atol=1e-5)
+    # a row without candidates adds nothing: softmax over its true caption alone, log(1) = 0
+    from t2i.train.losses import candidate_ce
+
+    none = torch.zeros(2, 3, dtype=torch.bool)
+    assert candidate_ce(torch.tensor([0.3, -2.0]), torch.randn(2, 3), none) == 0
+    assert candidate_ce(torch.tensor([0.0]), torch.zeros(1, 3), torch.ones(1, 3, dtype=torch.bool)).item() == \
+        pytest.approx(math.log(4))
+    z = torch.randn(4, 8)
+    g_base, _ = generator_loss(d, fake, text_fake, z, plain, paired=False)
+    g_loss, g_stats = generator_loss(d, fake, text_fake, z, with_ce, False, cands, valid)
+    assert torch.allclose(g_stats["loss_g_contrastive"], ce(fake, text_fake), atol=1e-5)
+    assert torch.allclose(g_loss, g_base + 0.5 * ce(fake, text_fake), atol=1e-5)
+    # weight 0: the candidates are not even scored
+    same, same_stats = discriminator_loss(d, real, text, fake, text_fake, text_mis, plain, 0, cands, valid)
+    assert torch.equal(same, base) and "loss_d_contrastive" not in same_stats

@@ -136,7 +136,8 @@ def model_config(params: Any, data: TrainData) -> GANConfig:
 
 def loss_config(params: Any) -> LossConfig:  # params: t2i.config.TrainParams
     return LossConfig(params.loss, params.ma_gp_weight, params.ma_gp_power, params.ma_gp_every, params.mismatch_weight,
-                      params.near_miss, params.near_miss_pool, params.diversity_weight)
+                      params.near_miss, params.near_miss_pool, params.diversity_weight,
+                      params.contrastive_weight, params.contrastive_candidates)
 
 
 def train(

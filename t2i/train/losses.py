@@ -7,6 +7,13 @@ Hinge (DF-GAN) or BCE (the original notebook). The matching-aware gradient penal
 DF-GAN) smooths D around real (image, matching sentence) pairs, in both inputs.
 Generator: fool D; optionally a mode-seeking term (MSGAN) that pays G for making two noise
 vectors of the same caption give different images.
+
+Contrastive matching (XMC-GAN, Zhang et al. 2021, with one-word misses as the negatives): with
+`contrastive_weight` > 0 each image is also scored against K captions that differ from its own
+in one word, and a cross-entropy asks that its own caption win. A hinge against one wrong
+caption gives D one comparison per image; the softmax over K gives K, which is what a colour
+seen in a few pixels (the flower's centre) needs. D learns it on real images, G on its fakes
+through the frozen D.
 """
 
 from __future__ import annotations
@@ -29,6 +36,16 @@ class LossConfig:
     near_miss: float = 1.0        # weight of one-word misses among the wrong captions (swap, random: 1 each)
     near_miss_pool: int = 1       # hard negatives: the best-matching of this many one-word misses
     diversity_weight: float = 0.0
+    contrastive_weight: float = 0.0   # weight of the cross-entropy against one-word-miss candidates
+    contrastive_candidates: int = 8   # K candidates per image
+
+
+def candidate_ce(out_true: torch.Tensor, out_cand: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy of the true caption against its candidates, per image.
+    out_true (B,), out_cand (B, K) scores, valid (B, K) bool (False: no such candidate, ignored).
+    Rows without a valid candidate contribute 0 (softmax over the true caption alone)."""
+    logits = torch.cat([out_true[:, None], out_cand.masked_fill(~valid, float("-inf"))], dim=1)  # (B, 1+K)
+    return (torch.logsumexp(logits, dim=1) - out_true).mean()
 
 
 def _neg(out: torch.Tensor, kind: str) -> torch.Tensor:
@@ -50,26 +67,38 @@ def discriminator_loss(
     text_mis: torch.Tensor,   # (B, D) mismatched captions for the real images
     cfg: LossConfig,
     step: int = 0,
+    cands: torch.Tensor | None = None,   # (B, K, D) one-word-miss candidates of the true captions
+    cand_valid: torch.Tensor | None = None,  # (B, K) bool
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """One D forward: features of [real|fake] once, scored against [true|generating|mismatched]
-    captions, the real features twice. D has no batch norm, so this equals three separate
-    forwards; it is one call (DDP sees exactly one forward per backward) and a third less work."""
+    """One D forward: features of [real|fake] once, scored against [true|generating|mismatched
+    (|K candidates)] captions. D has no batch norm, so this equals separate forwards; it is one
+    call (DDP sees exactly one forward per backward) and a third less work."""
     b = real.shape[0]
+    use_ce = cfg.contrastive_weight > 0 and cands is not None and cand_valid is not None
     # The penalty's double backward costs about as much as the rest of the D step: with
     # ma_gp_every=N it runs on every N-th step only, N times as strong (same mean pull).
     use_gp = cfg.ma_gp_weight > 0 and step % cfg.ma_gp_every == 0
     real_in = real.detach().requires_grad_(use_gp)
     text_in = text.detach().requires_grad_(use_gp)
-    index = torch.cat([torch.arange(2 * b), torch.arange(b)]).to(real.device)  # (3B,) image of each score
-    out = d(torch.cat([real_in, fake.detach()]), torch.cat([text_in, text_fake, text_mis]), index)
-    out = out.float()  # (3B,) scores; the loss is computed in fp32 even under autocast
-    out_real, out_fake, out_mis = out[:b], out[b : 2 * b], out[2 * b :]
+    index = [torch.arange(2 * b), torch.arange(b)]  # image of each score: (3B,)
+    texts = [text_in, text_fake, text_mis]
+    if use_ce:
+        k = cands.shape[1]
+        index.append(torch.arange(b).repeat_interleave(k))  # (B*K,)
+        texts.append(cands.flatten(0, 1))
+    out = d(torch.cat([real_in, fake.detach()]), torch.cat(texts), torch.cat(index).to(real.device))
+    out = out.float()  # (3B [+ B*K],) scores; the loss is computed in fp32 even under autocast
+    out_real, out_fake, out_mis = out[:b], out[b : 2 * b], out[2 * b : 3 * b]
     loss_real = _pos(out_real, cfg.kind).mean()
     loss_fake = _neg(out_fake, cfg.kind).mean()
     loss_mis = _neg(out_mis, cfg.kind).mean()
     w = cfg.mismatch_weight
     loss = loss_real + (loss_fake + w * loss_mis) / (1.0 + w)
     stats = {"loss_d_real": loss_real.detach(), "loss_d_fake": loss_fake.detach(), "loss_d_mismatch": loss_mis.detach()}
+    if use_ce:
+        ce = candidate_ce(out_real, out[3 * b :].view(b, -1), cand_valid)
+        loss = loss + cfg.contrastive_weight * ce
+        stats["loss_d_contrastive"] = ce.detach()
     if use_gp:
         gx, gs = torch.autograd.grad(out_real.sum(), (real_in, text_in), create_graph=True)
         sq = gx.float().flatten(1).pow(2).sum(1) + gs.float().pow(2).sum(1)  # (B,) |grad|^2
@@ -88,13 +117,27 @@ def generator_loss(
     z: torch.Tensor,      # (B, z_dim)
     cfg: LossConfig,
     paired: bool,
+    cands: torch.Tensor | None = None,   # (B, K, D) one-word-miss candidates of `text`
+    cand_valid: torch.Tensor | None = None,  # (B, K) bool
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """`paired`: the second half of the batch repeats the first half's captions with fresh
     noise, which is what the mode-seeking term compares."""
-    out = d(fake, text).float()  # (B,)
+    b = fake.shape[0]
+    use_ce = cfg.contrastive_weight > 0 and cands is not None and cand_valid is not None
+    if use_ce:  # one feature pass scores the generating caption and its K candidates
+        k = cands.shape[1]
+        index = torch.cat([torch.arange(b), torch.arange(b).repeat_interleave(k)]).to(fake.device)
+        out_all = d(fake, torch.cat([text, cands.flatten(0, 1)]), index).float()  # (B + B*K,)
+        out = out_all[:b]
+    else:
+        out = d(fake, text).float()  # (B,)
     adv = -out.mean() if cfg.kind == "hinge" else F.softplus(-out).mean()
     stats: dict[str, torch.Tensor] = {"loss_g_adv": adv.detach()}
     loss = adv
+    if use_ce:
+        ce = candidate_ce(out, out_all[b:].view(b, k), cand_valid)
+        loss = loss + cfg.contrastive_weight * ce
+        stats["loss_g_contrastive"] = ce.detach()
     if paired:
         h = fake.shape[0] // 2
         img_dist = (fake[:h].float() - fake[h : 2 * h].float()).abs().mean()

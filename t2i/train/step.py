@@ -101,6 +101,19 @@ def mismatched_text(
     return torch.where((pick >= 0).to(text.device)[:, None], chosen, shuffled)
 
 
+def near_miss_candidates(
+    data: TrainData, rows: torch.Tensor, k: int, gen: torch.Generator,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """K one-word-miss captions per row, drawn uniformly with replacement: (rows (B, K) of
+    data.text, valid (B, K) bool). A row with no one-word miss gets K invalid candidates."""
+    if data.near_offsets is None or data.near_rows is None or len(data.near_rows) == 0:
+        return torch.zeros(len(rows), k, dtype=torch.long), torch.zeros(len(rows), k, dtype=torch.bool)
+    start, count = data.near_offsets[rows], data.near_offsets[rows + 1] - data.near_offsets[rows]
+    j = start[:, None] + (torch.rand(len(rows), k, generator=gen) * count[:, None]).long()  # (B, K)
+    cand = data.near_rows[j.clamp(max=len(data.near_rows) - 1)]
+    return cand, (count > 0)[:, None].expand(-1, k)
+
+
 def _backward_step(loss: torch.Tensor, opt: torch.optim.Optimizer, scaler: torch.amp.GradScaler | None) -> None:
     if scaler is None:
         loss.backward()
@@ -136,6 +149,13 @@ def train_step(
             return state.d_raw.rank_texts(real, sentence(candidates.flatten(0, 1)).view_as(candidates)).float()
 
     text_mis = mismatched_text(data, text, rows, partner, gen, loss_cfg.near_miss, loss_cfg.near_miss_pool, rank)
+    cands = cands_fake = valid = valid_fake = None
+    if loss_cfg.contrastive_weight > 0:  # drawn after everything else: weight 0 draws what it always drew
+        cand_rows, valid = near_miss_candidates(data, rows, loss_cfg.contrastive_candidates, gen)
+        raw = data.text[cand_rows].to(runtime.device)  # (B, K, D)
+        cands = sentence(raw.flatten(0, 1)).view_as(raw)
+        valid = valid.to(runtime.device)
+        cands_fake, valid_fake = (torch.cat([cands[: b // 2]] * 2), torch.cat([valid[: b // 2]] * 2)) if paired else (cands, valid)
 
     with runtime.autocast():
         fake = state.g(z, text_fake)  # (B, 3, R, R)
@@ -143,14 +163,15 @@ def train_step(
     # --- D step
     state.opt_d.zero_grad(set_to_none=True)
     with runtime.autocast():
-        loss_d, stats_d = discriminator_loss(state.d, real, sentence(text), fake, sentence(text_fake), sentence(text_mis), loss_cfg, step)
+        loss_d, stats_d = discriminator_loss(state.d, real, sentence(text), fake, sentence(text_fake), sentence(text_mis), loss_cfg, step,
+                                              cands, valid)
     _backward_step(loss_d, state.opt_d, state.scaler)
 
     # --- G step: D frozen and called unwrapped (no DDP bookkeeping for a D that is not updated)
     state.d_raw.requires_grad_(False)
     state.opt_g.zero_grad(set_to_none=True)
     with runtime.autocast():
-        loss_g, stats_g = generator_loss(state.d_raw, fake, sentence(text_fake), z, loss_cfg, paired)
+        loss_g, stats_g = generator_loss(state.d_raw, fake, sentence(text_fake), z, loss_cfg, paired, cands_fake, valid_fake)
     _backward_step(loss_g, state.opt_g, state.scaler)
     state.d_raw.requires_grad_(True)
     if state.scaler is not None:
