@@ -15,7 +15,7 @@ data/prepared and data/embeddings of the synthetic dataset (a finished `dvc repr
 --centre-only trains on the captions that name a centre colour only; --oracle-text replaces
 the sentence vectors by one-hot petal / stem / centre colours (what a perfect text encoder
 would give), to tell text-side from image-side limits. --contrastive W adds the training loss's
-cross-entropy of each caption against --candidates one-word misses (train.contrastive_weight).
+cross-entropy of each caption against --candidates one-word misses (train.contrastive_d).
 """
 
 from __future__ import annotations
@@ -72,7 +72,7 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--model", default="{}", help="GANConfig overrides as JSON (d_width, d_conditioning, attention)")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--contrastive", type=float, default=0.0, help="train.contrastive_weight")
+    ap.add_argument("--contrastive", type=float, default=0.0, help="train.contrastive_d")
     ap.add_argument("--candidates", type=int, default=8, help="train.contrastive_candidates")
     args = ap.parse_args()
     torch.set_num_threads(1)

@@ -80,7 +80,8 @@ class TrainParams(Section):
     near_miss_pool: int = Field(8, ge=1, le=64)  # hard negatives: D's best match among this many misses
     diversity_weight: float = Field(0.2, ge=0.0)  # mode-seeking term (MSGAN): noise must matter
     # Cross-entropy of each image's caption against K one-word misses, for D (real) and G (fakes).
-    contrastive_weight: float = Field(0.0, ge=0.0, le=1e3)
+    contrastive_d: float = Field(0.0, ge=0.0, le=1e3)  # its weight in D's loss (real images)
+    contrastive_g: float = Field(0.0, ge=0.0, le=1e3)  # its weight in G's loss (fakes, through D)
     contrastive_candidates: int = Field(8, ge=1, le=64)
     lr_g: float = Field(5e-4, gt=0.0, le=1.0)
     lr_d: float = Field(1e-3, gt=0.0, le=1.0)

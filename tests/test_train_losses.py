@@ -76,7 +76,7 @@ def test_contrastive_term_is_the_cross_entropy_of_separate_forwards() -> None:
     cands = torch.randn(4, 3, 16)  # (B, K, D)
     valid = torch.tensor([[True] * 3, [True, False, True], [False] * 3, [True] * 3])
     plain = LossConfig(ma_gp_weight=0.0)
-    with_ce = LossConfig(ma_gp_weight=0.0, contrastive_weight=0.5, contrastive_candidates=3)
+    with_ce = LossConfig(ma_gp_weight=0.0, contrastive_d=0.5, contrastive_g=0.5, contrastive_candidates=3)
 
     def ce(image: torch.Tensor, true: torch.Tensor) -> torch.Tensor:  # by hand, one forward per candidate
         logits = torch.stack([d(image, true)] + [d(image, cands[:, k]) for k in range(3)], dim=1)  # (B, 1+K)
@@ -100,6 +100,12 @@ def test_contrastive_term_is_the_cross_entropy_of_separate_forwards() -> None:
     g_loss, g_stats = generator_loss(d, fake, text_fake, z, with_ce, False, cands, valid)
     assert torch.allclose(g_stats["loss_g_contrastive"], ce(fake, text_fake), atol=1e-5)
     assert torch.allclose(g_loss, g_base + 0.5 * ce(fake, text_fake), atol=1e-5)
+    # each network's weight acts on its own loss only
+    d_only = LossConfig(ma_gp_weight=0.0, contrastive_d=0.5)
+    g_same, g_same_stats = generator_loss(d, fake, text_fake, z, d_only, False, cands, valid)
+    assert torch.equal(g_same, g_base) and "loss_g_contrastive" not in g_same_stats
+    d_with, _ = discriminator_loss(d, real, text, fake, text_fake, text_mis, d_only, 0, cands, valid)
+    assert torch.allclose(d_with, loss, atol=1e-6)
     # weight 0: the candidates are not even scored
     same, same_stats = discriminator_loss(d, real, text, fake, text_fake, text_mis, plain, 0, cands, valid)
     assert torch.equal(same, base) and "loss_d_contrastive" not in same_stats

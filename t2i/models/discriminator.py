@@ -78,13 +78,16 @@ class Discriminator(nn.Module):
         # so a real image paired with its caption and with a wrong one costs one feature pass.
         # The caller rescales, so the MA-GP differentiates w.r.t. the rescaled sentence.
         h = self.features(image)  # (M, C4, 4, 4)
-        if image_index is not None:
-            h = h[image_index]  # (N, C4, 4, 4)
         if self.config.d_conditioning == "projection":
             # Mean, not sum, pooling: keeps |d score / d sentence| near 1 at init, where the MA-GP's
             # |grad|^6 would otherwise start in the hundreds of thousands.
-            feat = h.mean(dim=(2, 3))  # (N, C4)
-            return self.psi(feat).squeeze(1) + (self.embed(text) * feat).sum(dim=1)
+            feat = h.mean(dim=(2, 3))  # (M, C4)
+            image_term = self.psi(feat).squeeze(1)  # (M,)
+            if image_index is not None:  # pooled before the gather: N can be B x (3 + K)
+                feat, image_term = feat[image_index], image_term[image_index]  # (N, C4), (N,)
+            return image_term + (self.embed(text) * feat).sum(dim=1)
+        if image_index is not None:
+            h = h[image_index]  # (N, C4, 4, 4)
         s = self.text_proj(text)[:, :, None, None].expand(-1, -1, 4, 4)  # (N, cond_dim, 4, 4)
         return self.joint(torch.cat([h, s.to(h.dtype)], dim=1)).flatten()
 

@@ -137,7 +137,7 @@ def model_config(params: Any, data: TrainData) -> GANConfig:
 def loss_config(params: Any) -> LossConfig:  # params: t2i.config.TrainParams
     return LossConfig(params.loss, params.ma_gp_weight, params.ma_gp_power, params.ma_gp_every, params.mismatch_weight,
                       params.near_miss, params.near_miss_pool, params.diversity_weight,
-                      params.contrastive_weight, params.contrastive_candidates)
+                      params.contrastive_d, params.contrastive_g, params.contrastive_candidates)
 
 
 def train(
@@ -156,6 +156,10 @@ def train(
     sampler = ShardedSampler(len(data.text), params.batch_size, params.seed, ctx.rank, ctx.world_size)
     fp = fingerprint(params.model_dump(), data.identity, ctx.world_size, architecture(state))
     say = print if ctx.is_main else (lambda *a, **k: None)
+    # Which precision `auto` resolved to matters for speed by up to 10x (bf16 on an AVX2 CPU).
+    say(f"train: {runtime.device}, {runtime.precision} (train.precision={params.precision}), "
+        f"{torch.get_num_threads()} threads" if runtime.device.type == "cpu" else
+        f"train: {runtime.device}, {runtime.precision} (train.precision={params.precision})")
 
     start, history, tracker_info = 0, [], None
     ckpt = load_checkpoint(outputs.checkpoints)

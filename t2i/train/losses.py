@@ -9,7 +9,7 @@ Generator: fool D; optionally a mode-seeking term (MSGAN) that pays G for making
 vectors of the same caption give different images.
 
 Contrastive matching (XMC-GAN, Zhang et al. 2021, with one-word misses as the negatives): with
-`contrastive_weight` > 0 each image is also scored against K captions that differ from its own
+`contrastive_d` / `contrastive_g` > 0 each image is also scored against K captions that differ from its own
 in one word, and a cross-entropy asks that its own caption win. A hinge against one wrong
 caption gives D one comparison per image; the softmax over K gives K, which is what a colour
 seen in a few pixels (the flower's centre) needs. D learns it on real images, G on its fakes
@@ -36,7 +36,8 @@ class LossConfig:
     near_miss: float = 1.0        # weight of one-word misses among the wrong captions (swap, random: 1 each)
     near_miss_pool: int = 1       # hard negatives: the best-matching of this many one-word misses
     diversity_weight: float = 0.0
-    contrastive_weight: float = 0.0   # weight of the cross-entropy against one-word-miss candidates
+    contrastive_d: float = 0.0        # weight of the cross-entropy against one-word misses in D's loss
+    contrastive_g: float = 0.0        # ... and in G's, on its fakes through the frozen D
     contrastive_candidates: int = 8   # K candidates per image
 
 
@@ -74,7 +75,7 @@ def discriminator_loss(
     (|K candidates)] captions. D has no batch norm, so this equals separate forwards; it is one
     call (DDP sees exactly one forward per backward) and a third less work."""
     b = real.shape[0]
-    use_ce = cfg.contrastive_weight > 0 and cands is not None and cand_valid is not None
+    use_ce = cfg.contrastive_d > 0 and cands is not None and cand_valid is not None
     # The penalty's double backward costs about as much as the rest of the D step: with
     # ma_gp_every=N it runs on every N-th step only, N times as strong (same mean pull).
     use_gp = cfg.ma_gp_weight > 0 and step % cfg.ma_gp_every == 0
@@ -97,7 +98,7 @@ def discriminator_loss(
     stats = {"loss_d_real": loss_real.detach(), "loss_d_fake": loss_fake.detach(), "loss_d_mismatch": loss_mis.detach()}
     if use_ce:
         ce = candidate_ce(out_real, out[3 * b :].view(b, -1), cand_valid)
-        loss = loss + cfg.contrastive_weight * ce
+        loss = loss + cfg.contrastive_d * ce
         stats["loss_d_contrastive"] = ce.detach()
     if use_gp:
         gx, gs = torch.autograd.grad(out_real.sum(), (real_in, text_in), create_graph=True)
@@ -123,7 +124,7 @@ def generator_loss(
     """`paired`: the second half of the batch repeats the first half's captions with fresh
     noise, which is what the mode-seeking term compares."""
     b = fake.shape[0]
-    use_ce = cfg.contrastive_weight > 0 and cands is not None and cand_valid is not None
+    use_ce = cfg.contrastive_g > 0 and cands is not None and cand_valid is not None
     if use_ce:  # one feature pass scores the generating caption and its K candidates
         k = cands.shape[1]
         index = torch.cat([torch.arange(b), torch.arange(b).repeat_interleave(k)]).to(fake.device)
@@ -136,7 +137,7 @@ def generator_loss(
     loss = adv
     if use_ce:
         ce = candidate_ce(out, out_all[b:].view(b, k), cand_valid)
-        loss = loss + cfg.contrastive_weight * ce
+        loss = loss + cfg.contrastive_g * ce
         stats["loss_g_contrastive"] = ce.detach()
     if paired:
         h = fake.shape[0] // 2

@@ -150,7 +150,7 @@ def train_step(
 
     text_mis = mismatched_text(data, text, rows, partner, gen, loss_cfg.near_miss, loss_cfg.near_miss_pool, rank)
     cands = cands_fake = valid = valid_fake = None
-    if loss_cfg.contrastive_weight > 0:  # drawn after everything else: weight 0 draws what it always drew
+    if loss_cfg.contrastive_d > 0 or loss_cfg.contrastive_g > 0:  # drawn after everything else: weight 0 draws what it always drew
         cand_rows, valid = near_miss_candidates(data, rows, loss_cfg.contrastive_candidates, gen)
         raw = data.text[cand_rows].to(runtime.device)  # (B, K, D)
         cands = sentence(raw.flatten(0, 1)).view_as(raw)
