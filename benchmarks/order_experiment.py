@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import platform
 from concurrent.futures import ThreadPoolExecutor
 import statistics
 import subprocess
@@ -145,12 +147,33 @@ def shown_command(argv: list[str]) -> str:
     return " ".join(["python benchmarks/order_experiment.py", *shown])
 
 
-def write_readme(table: str, command: str) -> None:
+def machine() -> dict[str, Any]:
+    """Where the runs were made: CPU speed differs by >2x between machines (README Quickstart)."""
+    from t2i.train.runtime import cpu_has_fast_bf16
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                   if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return {"date": time.strftime("%Y-%m-%d"), "cpu": cpu, "cores": os.cpu_count(),
+            "cpu_precision": "bf16" if cpu_has_fast_bf16() else "fp32"}
+
+
+def provenance(info: dict[str, Any] | None) -> str:
+    """The run's date and machine as recorded in its JSON (older JSON: not recorded)."""
+    if not info:
+        return "machine not recorded in the JSON"
+    return f"{info['date']}, {info['cores']}-core {info['cpu']}, training in {info['cpu_precision']}"
+
+
+def write_readme(table: str, command: str, info: dict[str, Any] | None) -> None:
     readme = ROOT / "README.md"
     text = readme.read_text(encoding="utf-8")
     if START not in text or END not in text:
         raise SystemExit(f"README.md has no {START} ... {END} block to replace")
-    block = f"{START}\nPrinted by `{command}` ({time.strftime('%Y-%m-%d')}, this machine):\n\n{table}\n{END}"
+    block = f"{START}\nPrinted by `{command}` ({provenance(info)}):\n\n{table}\n{END}"
     head, rest = text.split(START, 1)
     readme.write_text(head + block + rest.split(END, 1)[1], encoding="utf-8")
 
@@ -164,8 +187,10 @@ def main() -> None:
     parser.add_argument("--from-json", type=Path, help="re-render the table from this script's earlier JSON output")
     args = parser.parse_args()
     if args.from_json:
-        rows = json.loads(args.from_json.read_text(encoding="utf-8"))["runs"]
+        earlier = json.loads(args.from_json.read_text(encoding="utf-8"))
+        rows, info = earlier["runs"], earlier.get("machine")
     else:
+        info = machine()
         with tempfile.TemporaryDirectory(prefix="t2i-order-") as tmp:
             work = args.workdir or Path(tmp)
             cache = work / "dvc-cache"
@@ -175,10 +200,10 @@ def main() -> None:
             with ThreadPoolExecutor(jobs) as pool:  # threads only wait on `dvc repro` processes
                 rows += list(pool.map(lambda n: run_one(n, RUNS[n], work, cache, jobs), rest))
     spread = seed_spread(rows)
-    result = {"runs": rows, "use_seed_spread": spread, "targets": verdicts(rows)}
+    result = {"runs": rows, "use_seed_spread": spread, "targets": verdicts(rows), "machine": info}
     print(json.dumps(result, indent=2))
     if args.write_readme:
-        write_readme(markdown(rows, spread), shown_command(sys.argv[1:]))
+        write_readme(markdown(rows, spread), shown_command(sys.argv[1:]), info)
 
 
 if __name__ == "__main__":

@@ -34,3 +34,11 @@ def test_table_spread_and_verdicts() -> None:
 def test_readme_command_leaves_out_the_workdir() -> None:
     shown = order.shown_command(["--jobs", "2", "--workdir", "/somewhere/local", "--write-readme", "--workdir=/x"])
     assert shown == "python benchmarks/order_experiment.py --jobs 2 --write-readme"
+
+
+def test_provenance_comes_from_the_json_not_the_render_date() -> None:
+    info = order.machine()
+    assert info["cores"] >= 1 and info["cpu"] and info["cpu_precision"] in ("bf16", "fp32")
+    recorded = {"date": "2026-11-25", "cpu": "Some CPU", "cores": 2, "cpu_precision": "bf16"}
+    assert order.provenance(recorded) == "2026-11-25, 2-core Some CPU, training in bf16"
+    assert "not recorded" in order.provenance(None)  # JSON written before the field existed
