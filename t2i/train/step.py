@@ -85,12 +85,10 @@ def mismatched_text(
     use_swap = (partner >= 0) & (u < swap_end)
     pick[use_swap] = partner[use_swap]
     if near_miss > 0 and data.near_offsets is not None and data.near_rows is not None:
-        start, count = data.near_offsets[rows], data.near_offsets[rows + 1] - data.near_offsets[rows]
+        count = data.near_offsets[rows + 1] - data.near_offsets[rows]
         use_near = (count > 0) & (u >= swap_end) & (u < near_end)
         if bool(use_near.any()):
-            # (B, pool) uniform in [start, start+count); pool=1 draws exactly what it always drew.
-            j = start[:, None] + (torch.rand(len(rows), pool, generator=gen) * count[:, None]).long()
-            cand = data.near_rows[j.clamp(max=len(data.near_rows) - 1)]  # (B, pool) train rows
+            cand, _ = near_miss_candidates(data, rows, pool, gen)  # (B, pool) train rows; pool=1 draws what it always drew
             best = torch.zeros(len(rows), dtype=torch.long)
             if pool > 1 and rank is not None:
                 best = rank(data.text[cand].to(text.device)).argmax(dim=1).cpu()  # (B,)
