@@ -9,7 +9,8 @@ FLOPs of one iteration (torch.utils.flop_counter), and MFU = achieved FLOP/s div
 machine's dense matmul FLOP/s measured here in the same precision. `default` is what
 train.precision resolves to on this machine, `default_is_fastest_precision` whether that is the
 faster precision here (bf16 is ~10x slower than fp32 on an AVX2-only CPU). Random data stands in for
-the prepared set (the loop reads it from one in-memory uint8 tensor either way).
+the prepared set (the loop reads it from one in-memory uint8 tensor either way), with swap
+partners and one-word misses so the hard-negative ranking is timed too.
 """
 
 from __future__ import annotations
@@ -34,13 +35,18 @@ from t2i.train.runtime import Runtime, pick_dtype, seed_everything, setup_runtim
 from t2i.train.step import build_state, train_step  # noqa: E402
 
 
-def fake_data(n: int, res: int, dim: int) -> TrainData:
+def fake_data(n: int, res: int, dim: int, near_per_row: int = 13) -> TrainData:
+    """Random stand-in for the prepared set, with the structure the loss draws on: half the
+    rows have a word-order swap partner and every row `near_per_row` one-word misses (the
+    synthetic set's median), so the hard-negative pool and swaps cost what they cost in training."""
     g = torch.Generator().manual_seed(0)
     text = torch.nn.functional.normalize(torch.randn(n, dim, generator=g), dim=1)
+    partner = torch.where(torch.rand(n, generator=g) < 0.5, torch.randint(0, n, (n,), generator=g), -1)
     return TrainData(
         images=torch.randint(0, 256, (n, res, res, 3), dtype=torch.uint8, generator=g),
-        image_index=torch.arange(n), text=text, partner=torch.full((n,), -1, dtype=torch.long),
+        image_index=torch.arange(n), text=text, partner=partner,
         table=pd.DataFrame(), all_text=text.numpy(), encoder={}, identity="bench",
+        near_offsets=torch.arange(n + 1) * near_per_row, near_rows=torch.randint(0, n, (n * near_per_row,), generator=g),
     )
 
 

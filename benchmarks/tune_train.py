@@ -64,10 +64,12 @@ def main() -> None:
     result = loop.train(train_params, data, Outputs(models=out / "models", checkpoints=out / "checkpoints",
                                                     losses_csv=out / "losses.csv"))
     train_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
     evaluate(eval_params, prepared, embeddings, out / "models", out / "eval", track=False)
+    eval_s = time.perf_counter() - t0
     metrics = json.loads((out / "eval" / "metrics.json").read_text(encoding="utf-8"))
     print(json.dumps({
-        "name": args.name, "overrides": over, "train_seconds": round(train_s), "images_per_s": round(result.images_per_s),
+        "name": args.name, "overrides": over, "train_seconds": round(train_s), "eval_seconds": round(eval_s), "images_per_s": round(result.images_per_s),
         "test": metrics.get("test"), "unseen": metrics.get("unseen"), "diversity": metrics.get("diversity"),
     }))
 

@@ -64,6 +64,7 @@ class TrainParams(Section):
     batch_size: int = Field(64, ge=2, le=65536)
     z_dim: int = Field(32, ge=1, le=4096)
     g_width: int = Field(128, ge=8, le=4096)
+    g_min_width: int = Field(32, ge=4, le=4096)
     d_width: int = Field(16, ge=8, le=4096)
     attention: list[int] = Field(default_factory=lambda: [8])
     conditioning: Literal["affine", "cbn"] = "cbn"

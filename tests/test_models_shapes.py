@@ -47,3 +47,21 @@ def test_save_load_generator_round_trip(tmp_path) -> None:  # type: ignore[no-un
     z, s = torch.randn(2, 4), torch.randn(2, 16)
     with torch.no_grad():  # channels_last vs contiguous kernels may differ in the last bits
         assert torch.allclose(g(z, s), g2(z, s), atol=1e-5)
+
+
+def test_train_g_min_width_sets_the_generator_floor_and_survives_save_load(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from types import SimpleNamespace
+
+    from t2i.config import load_section
+    from t2i.train.loop import model_config
+
+    from pathlib import Path
+
+    params = load_section("train", Path(__file__).resolve().parents[1] / "params.yaml").model_copy(update={"g_min_width": 16})
+    cfg = model_config(params, SimpleNamespace(resolution=32, text_dim=16))  # type: ignore[arg-type]
+    assert [cfg.g_channels(r) for r in (4, 8, 16, 32)] == [128, 64, 32, 16]
+    g = Generator(cfg).eval()
+    assert g.blocks[-1].conv2.out_channels == 16
+    save_generator(tmp_path, g, {"model": cfg.to_dict(), "step": 0})
+    g2, _ = load_generator(tmp_path / "generator.safetensors")
+    assert g2.config.g_min_width == 16 and g2.blocks[-1].conv2.out_channels == 16

@@ -64,6 +64,33 @@ def test_shared_real_features_give_the_three_separate_forwards() -> None:
             assert torch.allclose(a, b, atol=1e-5), cond
 
 
+def test_hard_pool_in_the_d_forward_equals_ranking_in_a_separate_pass() -> None:
+    """Hard negatives are ranked by the D step's own forward (the max of the pool's scores on
+    the near-miss rows); loss and gradients must equal ranking first (rank_texts, argmax) and
+    then scoring the chosen caption, which cost one more pass over the real images."""
+    for cond in ("projection", "concat"):
+        torch.manual_seed(0)
+        d = Discriminator(GANConfig(resolution=32, text_dim=16, d_width=8, attention=(), d_conditioning=cond)).eval()
+        real, text, fake, text_fake, text_mis = (torch.randn(4, 3, 32, 32), torch.randn(4, 16),
+                                                 torch.randn(4, 3, 32, 32), torch.randn(4, 16), torch.randn(4, 16))
+        pool, near = torch.randn(4, 5, 16), torch.tensor([True, False, True, True])  # (B, P, D), (B,)
+        cfg = LossConfig(ma_gp_weight=0.0, mismatch_weight=0.5)
+        loss, stats = discriminator_loss(d, real, text, fake, text_fake, text_mis, cfg, hard_pool=(pool, near))
+        grads = torch.autograd.grad(loss, list(d.parameters()))
+        with torch.no_grad():
+            best = d.rank_texts(real, pool).argmax(dim=1)  # (B,)
+        chosen = torch.where(near[:, None], pool[torch.arange(4), best], text_mis)
+        ref, ref_stats = discriminator_loss(d, real, text, fake, text_fake, chosen, cfg)
+        assert torch.allclose(loss, ref, atol=1e-5), cond
+        assert torch.allclose(stats["loss_d_mismatch"], ref_stats["loss_d_mismatch"], atol=1e-5), cond
+        for a, b in zip(grads, torch.autograd.grad(ref, list(d.parameters()))):
+            assert torch.allclose(a, b, atol=1e-5), cond
+        # The pool matters: with every row a near miss, the hardest candidate raises the loss.
+        easy, _ = discriminator_loss(d, real, text, fake, text_fake, pool[:, 0], cfg)
+        hard, _ = discriminator_loss(d, real, text, fake, text_fake, pool[:, 0], cfg, hard_pool=(pool, torch.ones(4, dtype=torch.bool)))
+        assert hard > easy, cond
+
+
 def test_contrastive_term_is_the_cross_entropy_of_separate_forwards() -> None:
     """The K candidates ride in the same D call (image_index); D's loss gains w * CE of the true
     caption against them, G's the same on its fakes, and invalid candidates are ignored."""

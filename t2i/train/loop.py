@@ -128,7 +128,7 @@ def _finite(state: GANState) -> bool:
 def model_config(params: Any, data: TrainData) -> GANConfig:
     return GANConfig(
         resolution=data.resolution, text_dim=data.text_dim, z_dim=params.z_dim,
-        g_width=params.g_width, d_width=params.d_width, attention=tuple(params.attention),
+        g_width=params.g_width, g_min_width=params.g_min_width, d_width=params.d_width, attention=tuple(params.attention),
         conditioning=params.conditioning, d_conditioning=params.d_conditioning,
         text_norm=params.text_norm,
     )

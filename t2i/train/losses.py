@@ -70,10 +70,16 @@ def discriminator_loss(
     step: int = 0,
     cands: torch.Tensor | None = None,   # (B, K, D) one-word-miss candidates of the true captions
     cand_valid: torch.Tensor | None = None,  # (B, K) bool
+    hard_pool: tuple[torch.Tensor, torch.Tensor] | None = None,  # (B, P, D) one-word misses, (B,) bool rows
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """One D forward: features of [real|fake] once, scored against [true|generating|mismatched
-    (|K candidates)] captions. D has no batch norm, so this equals separate forwards; it is one
-    call (DDP sees exactly one forward per backward) and a third less work."""
+    (|P hard-negative pool)(|K candidates)] captions. D has no batch norm, so this equals
+    separate forwards; it is one call (DDP sees exactly one forward per backward) and a third
+    less work.
+
+    `hard_pool`: on its rows the mismatched score is the best of the P pool scores -- the hinge
+    on the one-word miss D currently matches best (hard negatives), ranked by this same forward
+    instead of a separate pass over the real images; the max routes the gradient to that one."""
     b = real.shape[0]
     use_ce = cfg.contrastive_d > 0 and cands is not None and cand_valid is not None
     # The penalty's double backward costs about as much as the rest of the D step: with
@@ -83,6 +89,11 @@ def discriminator_loss(
     text_in = text.detach().requires_grad_(use_gp)
     index = [torch.arange(2 * b), torch.arange(b)]  # image of each score: (3B,)
     texts = [text_in, text_fake, text_mis]
+    n_pool = 0
+    if hard_pool is not None:
+        n_pool = hard_pool[0].shape[1]
+        index.append(torch.arange(b).repeat_interleave(n_pool))  # (B*P,)
+        texts.append(hard_pool[0].flatten(0, 1))
     if use_ce:
         k = cands.shape[1]
         index.append(torch.arange(b).repeat_interleave(k))  # (B*K,)
@@ -90,6 +101,9 @@ def discriminator_loss(
     out = d(torch.cat([real_in, fake.detach()]), torch.cat(texts), torch.cat(index).to(real.device))
     out = out.float()  # (3B [+ B*K],) scores; the loss is computed in fp32 even under autocast
     out_real, out_fake, out_mis = out[:b], out[b : 2 * b], out[2 * b : 3 * b]
+    if hard_pool is not None:
+        best = out[3 * b : (3 + n_pool) * b].view(b, n_pool).max(dim=1).values  # (B,)
+        out_mis = torch.where(hard_pool[1], best, out_mis)
     loss_real = _pos(out_real, cfg.kind).mean()
     loss_fake = _neg(out_fake, cfg.kind).mean()
     loss_mis = _neg(out_mis, cfg.kind).mean()
@@ -97,7 +111,7 @@ def discriminator_loss(
     loss = loss_real + (loss_fake + w * loss_mis) / (1.0 + w)
     stats = {"loss_d_real": loss_real.detach(), "loss_d_fake": loss_fake.detach(), "loss_d_mismatch": loss_mis.detach()}
     if use_ce:
-        ce = candidate_ce(out_real, out[3 * b :].view(b, -1), cand_valid)
+        ce = candidate_ce(out_real, out[(3 + n_pool) * b :].view(b, -1), cand_valid)
         loss = loss + cfg.contrastive_d * ce
         stats["loss_d_contrastive"] = ce.detach()
     if use_gp:

@@ -66,17 +66,21 @@ def update_ema(ema: nn.Module, g: nn.Module, decay: float, step: int) -> None:
         eb.copy_(gb)
 
 
-def mismatched_text(
-    data: TrainData, text: torch.Tensor, rows: torch.Tensor, partner: torch.Tensor, gen: torch.Generator,
-    near_miss: float = 1.0, pool: int = 1, rank: Callable[[torch.Tensor], torch.Tensor] | None = None,
-) -> torch.Tensor:
-    """Wrong captions for the real images (B, D). Per row, with odds 1 : `near_miss` : 1, the
-    word-order swap, a one-word miss or the caption of another image in the batch -- falling
-    back to the last where the row has no swap / no near miss.
+@dataclass
+class Mismatch:
+    """The wrong caption of each real image, as drawn (before any ranking)."""
+    text: torch.Tensor   # (B, D) raw: the swap, another caption, or the first drawn one-word miss
+    near: torch.Tensor   # (B,) bool: rows whose wrong caption is a one-word miss
+    pool: torch.Tensor   # (B, P) train rows of the drawn one-word misses (P = pool; unused rows: 0)
 
-    Hard negatives (VSE++, Faghri et al. 2018): with `pool` > 1 and `rank` (raw candidate
-    sentences (B, K, D) -> match scores (B, K)), the one-word miss is the best-matching of
-    `pool` drawn partners, so D is shown the attribute it currently confuses most."""
+
+def draw_mismatch(
+    data: TrainData, text: torch.Tensor, rows: torch.Tensor, partner: torch.Tensor, gen: torch.Generator,
+    near_miss: float = 1.0, pool: int = 1,
+) -> Mismatch:
+    """Per row, with odds 1 : `near_miss` : 1, the word-order swap, a one-word miss or the
+    caption of another image in the batch -- falling back to the last where the row has no
+    swap / no near miss. For a one-word miss, `pool` candidates are drawn; the first is taken."""
     shuffled = text.roll(1, dims=0)  # (B, D)
     u = torch.rand(len(rows), generator=gen)
     pick = torch.full((len(rows),), -1, dtype=torch.long)  # train row of the chosen negative
@@ -84,19 +88,35 @@ def mismatched_text(
     swap_end, near_end = 1.0 / (2.0 + near_miss), (1.0 + near_miss) / (2.0 + near_miss)
     use_swap = (partner >= 0) & (u < swap_end)
     pick[use_swap] = partner[use_swap]
+    use_near = torch.zeros(len(rows), dtype=torch.bool)
+    cand = torch.zeros(len(rows), max(1, pool), dtype=torch.long)
     if near_miss > 0 and data.near_offsets is not None and data.near_rows is not None:
         count = data.near_offsets[rows + 1] - data.near_offsets[rows]
         use_near = (count > 0) & (u >= swap_end) & (u < near_end)
-        if bool(use_near.any()):
-            cand, _ = near_miss_candidates(data, rows, pool, gen)  # (B, pool) train rows; pool=1 draws what it always drew
-            best = torch.zeros(len(rows), dtype=torch.long)
-            if pool > 1 and rank is not None:
-                best = rank(data.text[cand].to(text.device)).argmax(dim=1).cpu()  # (B,)
-            pick[use_near] = cand[torch.arange(len(rows)), best][use_near]
-    if not bool((pick >= 0).any()):
-        return shuffled
-    chosen = data.text[pick.clamp(min=0)].to(text.device)
-    return torch.where((pick >= 0).to(text.device)[:, None], chosen, shuffled)
+        if bool(use_near.any()):  # drawn only then: the same generator calls as ever
+            cand, _ = near_miss_candidates(data, rows, pool, gen)  # (B, pool) train rows
+            pick[use_near] = cand[:, 0][use_near]
+    if bool((pick >= 0).any()):
+        chosen = data.text[pick.clamp(min=0)].to(text.device)
+        shuffled = torch.where((pick >= 0).to(text.device)[:, None], chosen, shuffled)
+    return Mismatch(text=shuffled, near=use_near, pool=cand)
+
+
+def mismatched_text(
+    data: TrainData, text: torch.Tensor, rows: torch.Tensor, partner: torch.Tensor, gen: torch.Generator,
+    near_miss: float = 1.0, pool: int = 1, rank: Callable[[torch.Tensor], torch.Tensor] | None = None,
+) -> torch.Tensor:
+    """Wrong captions for the real images (B, D): `draw_mismatch`, then hard negatives (VSE++,
+    Faghri et al. 2018): with `pool` > 1 and `rank` (raw candidate sentences (B, K, D) -> match
+    scores (B, K)), the one-word miss is the best-matching of the `pool` drawn, so D is shown
+    the attribute it currently confuses most. (The training step does the same ranking inside
+    D's own forward: `discriminator_loss(hard_pool=...)`.)"""
+    m = draw_mismatch(data, text, rows, partner, gen, near_miss, pool)
+    if pool <= 1 or rank is None or not bool(m.near.any()):
+        return m.text
+    best = rank(data.text[m.pool].to(text.device)).argmax(dim=1).cpu()  # (B,)
+    hard = data.text[m.pool[torch.arange(len(rows)), best]].to(text.device)  # (B, D)
+    return torch.where(m.near.to(text.device)[:, None], hard, m.text)
 
 
 def near_miss_candidates(
@@ -141,12 +161,11 @@ def train_step(
     text_fake = torch.cat([text[: b // 2], text[: b // 2]]) if paired else text
     sentence = state.g_raw.text_norm  # D sees the sentence vectors exactly as G does
 
-    @torch.no_grad()
-    def rank(candidates: torch.Tensor) -> torch.Tensor:  # (B, K, D) raw -> (B, K) D's match scores
-        with runtime.autocast():
-            return state.d_raw.rank_texts(real, sentence(candidates.flatten(0, 1)).view_as(candidates)).float()
-
-    text_mis = mismatched_text(data, text, rows, partner, gen, loss_cfg.near_miss, loss_cfg.near_miss_pool, rank)
+    mis = draw_mismatch(data, text, rows, partner, gen, loss_cfg.near_miss, loss_cfg.near_miss_pool)
+    hard = None
+    if loss_cfg.near_miss_pool > 1 and bool(mis.near.any()):  # hard negatives: ranked in D's own forward
+        raw_pool = data.text[mis.pool].to(runtime.device)  # (B, P, D)
+        hard = (sentence(raw_pool.flatten(0, 1)).view_as(raw_pool), mis.near.to(runtime.device))
     cands = cands_fake = valid = valid_fake = None
     if loss_cfg.contrastive_d > 0 or loss_cfg.contrastive_g > 0:  # drawn after everything else: weight 0 draws what it always drew
         cand_rows, valid = near_miss_candidates(data, rows, loss_cfg.contrastive_candidates, gen)
@@ -161,8 +180,8 @@ def train_step(
     # --- D step
     state.opt_d.zero_grad(set_to_none=True)
     with runtime.autocast():
-        loss_d, stats_d = discriminator_loss(state.d, real, sentence(text), fake, sentence(text_fake), sentence(text_mis), loss_cfg, step,
-                                              cands, valid)
+        loss_d, stats_d = discriminator_loss(state.d, real, sentence(text), fake, sentence(text_fake), sentence(mis.text), loss_cfg, step,
+                                              cands, valid, hard)
     _backward_step(loss_d, state.opt_d, state.scaler)
 
     # --- G step: D frozen and called unwrapped (no DDP bookkeeping for a D that is not updated)
