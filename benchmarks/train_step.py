@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from t2i.config import load_section  # noqa: E402
 from t2i.train.data import TrainData  # noqa: E402
 from t2i.train.loop import loss_config, model_config  # noqa: E402
-from t2i.train.runtime import Runtime, pick_dtype, seed_everything, setup_runtime  # noqa: E402
+from t2i.train.runtime import Runtime, cpu_has_fast_bf16, pick_dtype, seed_everything, setup_runtime  # noqa: E402
 from t2i.train.step import build_state, train_step  # noqa: E402
 
 
@@ -122,11 +122,14 @@ def main() -> None:
         # during a neighbour's burst would inflate MFU past 1.
         peak["fp32"] = max(peak["fp32"], matmul_gflops(torch.float32, base.device, 1.0))
         peak["bf16"] = max(peak["bf16"], matmul_gflops(torch.bfloat16, base.device, 1.0))
+    native_bf16 = base.device.type == "cuda" or cpu_has_fast_bf16()
     variants = []
     for (precision, cl), ips in best.items():
         gflops = flops_step / batch * ips / 1e9
         variants.append({"precision": precision, "channels_last": cl, "images_per_s": round(ips, 1),
-                         "achieved_gflop_s": round(gflops, 1), "mfu": round(gflops / peak[precision], 3)})
+                         "achieved_gflop_s": round(gflops, 1),
+                         # Emulated bf16 (AVX2 CPUs) has no meaningful peak: its matmul is slower than the convs.
+                         "mfu": None if precision == "bf16" and not native_bf16 else round(gflops / peak[precision], 3)})
     # What train.precision resolves to here (auto: bf16 only where the CPU/GPU runs it natively),
     # and whether that is the faster of the two precisions measured above.
     picked = {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[pick_dtype(p.precision, base.device)]
