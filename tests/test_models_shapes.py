@@ -65,3 +65,13 @@ def test_train_g_min_width_sets_the_generator_floor_and_survives_save_load(tmp_p
     save_generator(tmp_path, g, {"model": cfg.to_dict(), "step": 0})
     g2, _ = load_generator(tmp_path / "generator.safetensors")
     assert g2.config.g_min_width == 16 and g2.blocks[-1].conv2.out_channels == 16
+
+
+def test_d_attention_overrides_the_discriminators_modules_only() -> None:
+    cfg = GANConfig(text_dim=16, z_dim=4, g_width=32, d_width=8, attention=(8,), d_attention=[])
+    g, d = Generator(cfg), Discriminator(cfg)
+    assert list(g.attn) == ["8"] and len(d.attn) == 0
+    assert list(Discriminator(GANConfig(text_dim=16, d_width=8, attention=(8,))).attn) == ["8"]  # None: as G
+    assert GANConfig.from_dict(cfg.to_dict()).d_attention == ()
+    with torch.no_grad():
+        assert d(g(torch.randn(2, 4), torch.randn(2, 16)), torch.randn(2, 16)).shape == (2,)

@@ -26,6 +26,7 @@ class GANConfig:
     conditioning: Literal["affine", "cbn"] = "cbn"
     d_conditioning: Literal["projection", "concat"] = "projection"
     g_min_width: int = 32
+    d_attention: tuple[int, ...] | None = None  # D's attention resolutions (None: the same as G's)
     d_max_width: int = 512
     cond_dim: int = 128                   # shared embedding of [sentence, z] that drives every block
     noise_in_blocks: bool = True          # z also drives every block's modulation (diversity)
@@ -45,6 +46,8 @@ class GANConfig:
         if self.d_conditioning not in ("projection", "concat"):
             raise ValueError(f"d_conditioning must be projection|concat, got {self.d_conditioning!r}")
         object.__setattr__(self, "attention", tuple(sorted(int(r) for r in self.attention)))
+        if self.d_attention is not None:
+            object.__setattr__(self, "d_attention", tuple(sorted(int(r) for r in self.d_attention)))
 
     def g_resolutions(self) -> list[int]:
         """Resolutions produced by the upsampling blocks: 8, 16, ..., resolution."""

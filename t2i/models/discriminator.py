@@ -48,7 +48,7 @@ class Discriminator(nn.Module):
             self.blocks.append(DBlock(c.d_channels(res), c.d_channels(res // 2)))
             res //= 2
             self.resolutions.append(res)
-            if res in c.attention:
+            if res in (c.attention if c.d_attention is None else c.d_attention):
                 self.attn[str(res)] = ResidualAttention(c.d_channels(res), res, norm=False, sn=True)
         c4 = c.d_channels(4)
         if c.d_conditioning == "projection":
