@@ -86,6 +86,7 @@ class TrainParams(Section):
     contrastive_candidates: int = Field(8, ge=1, le=64)
     lr_g: float = Field(5e-4, gt=0.0, le=1.0)
     lr_d: float = Field(1e-3, gt=0.0, le=1.0)
+    lr_decay_from: float = Field(1.0, ge=0.0, le=1.0)  # fraction of steps after which both rates fall linearly to 0
     beta1: float = Field(0.0, ge=0.0, lt=1.0)
     beta2: float = Field(0.9, ge=0.0, lt=1.0)
     ema_decay: float = Field(0.999, ge=0.0, lt=1.0)

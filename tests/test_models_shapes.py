@@ -49,7 +49,8 @@ def test_save_load_generator_round_trip(tmp_path) -> None:  # type: ignore[no-un
         assert torch.allclose(g(z, s), g2(z, s), atol=1e-5)
 
 
-def test_train_g_min_width_sets_the_generator_floor_and_survives_save_load(tmp_path) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize("floor", [16, 32])  # both sides of any default: the key must reach G
+def test_train_g_min_width_sets_the_generator_floor_and_survives_save_load(tmp_path, floor: int) -> None:  # type: ignore[no-untyped-def]
     from types import SimpleNamespace
 
     from t2i.config import load_section
@@ -57,14 +58,15 @@ def test_train_g_min_width_sets_the_generator_floor_and_survives_save_load(tmp_p
 
     from pathlib import Path
 
-    params = load_section("train", Path(__file__).resolve().parents[1] / "params.yaml").model_copy(update={"g_min_width": 16})
+    params = load_section("train", Path(__file__).resolve().parents[1] / "params.yaml").model_copy(
+        update={"g_width": 128, "g_min_width": floor})
     cfg = model_config(params, SimpleNamespace(resolution=32, text_dim=16))  # type: ignore[arg-type]
-    assert [cfg.g_channels(r) for r in (4, 8, 16, 32)] == [128, 64, 32, 16]
+    assert [cfg.g_channels(r) for r in (4, 8, 16, 32)] == [128, 64, 32, floor]
     g = Generator(cfg).eval()
-    assert g.blocks[-1].conv2.out_channels == 16
+    assert g.blocks[-1].conv2.out_channels == floor
     save_generator(tmp_path, g, {"model": cfg.to_dict(), "step": 0})
     g2, _ = load_generator(tmp_path / "generator.safetensors")
-    assert g2.config.g_min_width == 16 and g2.blocks[-1].conv2.out_channels == 16
+    assert g2.config.g_min_width == floor and g2.blocks[-1].conv2.out_channels == floor
 
 
 def test_d_attention_overrides_the_discriminators_modules_only() -> None:

@@ -28,6 +28,7 @@ from t2i.train.checkpoint import architecture, fingerprint, load_checkpoint, res
 from t2i.train.data import ShardedSampler, TrainData
 from t2i.train.distributed import DistContext, any_rank, sync_buffers
 from t2i.train.losses import LossConfig
+from t2i.train.schedule import lr_factor, set_lr
 from t2i.train.runtime import setup_runtime, seed_everything
 from t2i.train.samples import make_sample_set, render_grid
 from t2i.train.step import GANState, build_state, train_step
@@ -198,6 +199,9 @@ def train(
     try:
         with _StopFlag() as stop:
             while step < end:
+                factor = lr_factor(step, params.steps, params.lr_decay_from)
+                set_lr(state.opt_g, params.lr_g, factor)
+                set_lr(state.opt_d, params.lr_d, factor)
                 stats = train_step(state, data, sampler.next(), step, params.seed, ctx.rank, loss_cfg, params.ema_decay, runtime)
                 vals = {k: float(v) for k, v in stats.items()}
                 step += 1
