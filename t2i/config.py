@@ -80,6 +80,7 @@ class TrainParams(Section):
     near_miss: float = Field(1.0, ge=0.0, le=1e6)
     near_miss_pool: int = Field(8, ge=1, le=64)  # hard negatives: D's best match among this many misses
     diversity_weight: float = Field(0.2, ge=0.0)  # mode-seeking term (MSGAN): noise must matter
+    diversity_pairs: float = Field(0.5, gt=0.0, le=0.5)  # share of the batch whose caption repeats with new noise for it
     # Cross-entropy of each image's caption against K one-word misses, for D (real) and G (fakes).
     contrastive_d: float = Field(0.0, ge=0.0, le=1e3)  # its weight in D's loss (real images)
     contrastive_g: float = Field(0.0, ge=0.0, le=1e3)  # its weight in G's loss (fakes, through D)

@@ -123,16 +123,40 @@ def test_contrastive_term_is_the_cross_entropy_of_separate_forwards() -> None:
     assert candidate_ce(torch.tensor([0.0]), torch.zeros(1, 3), torch.ones(1, 3, dtype=torch.bool)).item() == \
         pytest.approx(math.log(4))
     z = torch.randn(4, 8)
-    g_base, _ = generator_loss(d, fake, text_fake, z, plain, paired=False)
-    g_loss, g_stats = generator_loss(d, fake, text_fake, z, with_ce, False, cands, valid)
+    g_base, _ = generator_loss(d, fake, text_fake, z, plain, pairs=0)
+    g_loss, g_stats = generator_loss(d, fake, text_fake, z, with_ce, 0, cands, valid)
     assert torch.allclose(g_stats["loss_g_contrastive"], ce(fake, text_fake), atol=1e-5)
     assert torch.allclose(g_loss, g_base + 0.5 * ce(fake, text_fake), atol=1e-5)
     # each network's weight acts on its own loss only
     d_only = LossConfig(ma_gp_weight=0.0, contrastive_d=0.5)
-    g_same, g_same_stats = generator_loss(d, fake, text_fake, z, d_only, False, cands, valid)
+    g_same, g_same_stats = generator_loss(d, fake, text_fake, z, d_only, 0, cands, valid)
     assert torch.equal(g_same, g_base) and "loss_g_contrastive" not in g_same_stats
     d_with, _ = discriminator_loss(d, real, text, fake, text_fake, text_mis, d_only, 0, cands, valid)
     assert torch.allclose(d_with, loss, atol=1e-6)
     # weight 0: the candidates are not even scored
     same, same_stats = discriminator_loss(d, real, text, fake, text_fake, text_mis, plain, 0, cands, valid)
     assert torch.equal(same, base) and "loss_d_contrastive" not in same_stats
+
+
+def test_mode_seeking_pairs_repeat_the_first_captions_at_the_end_of_the_batch() -> None:
+    """`diversity_pairs`: how many fakes repeat a caption with new noise, and which rows the
+    mode-seeking term compares (row i against row B - P + i)."""
+    from t2i.train.losses import generator_loss
+    from t2i.train.step import mode_seeking_pairs
+
+    quarter = LossConfig(ma_gp_weight=0.0, diversity_weight=0.2, diversity_pairs=0.25)
+    assert mode_seeking_pairs(64, quarter) == 16
+    assert mode_seeking_pairs(64, LossConfig(diversity_weight=0.2)) == 32  # default: the half
+    assert mode_seeking_pairs(64, LossConfig(diversity_weight=0.0)) == 0
+    assert mode_seeking_pairs(2, quarter) == 0
+    torch.manual_seed(0)
+    d = Discriminator(GANConfig(resolution=32, text_dim=16, d_width=8, attention=())).eval()
+    fake, text, z = torch.randn(8, 3, 32, 32), torch.randn(8, 16), torch.randn(8, 4)
+    _, stats = generator_loss(d, fake, text, z, quarter, 2)
+    expected = (fake[:2] - fake[6:]).abs().mean() / (z[:2] - z[6:]).abs().mean()
+    assert torch.allclose(stats["diversity"], expected)
+    same = fake.clone()
+    same[6:] = same[:2]  # the two noises of each pair give one image: the term is what dominates
+    loss_same, _ = generator_loss(d, same, text, z, quarter, 2)
+    loss_apart, _ = generator_loss(d, fake, text, z, quarter, 2)
+    assert loss_same > loss_apart + 1000

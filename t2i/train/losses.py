@@ -39,6 +39,7 @@ class LossConfig:
     contrastive_d: float = 0.0        # weight of the cross-entropy against one-word misses in D's loss
     contrastive_g: float = 0.0        # ... and in G's, on its fakes through the frozen D
     contrastive_candidates: int = 8   # K candidates per image
+    diversity_pairs: float = 0.5  # share of the batch that repeats a caption for the mode-seeking term
 
 
 def candidate_ce(out_true: torch.Tensor, out_cand: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
@@ -131,12 +132,12 @@ def generator_loss(
     text: torch.Tensor,   # (B, D)
     z: torch.Tensor,      # (B, z_dim)
     cfg: LossConfig,
-    paired: bool,
+    pairs: int,
     cands: torch.Tensor | None = None,   # (B, K, D) one-word-miss candidates of `text`
     cand_valid: torch.Tensor | None = None,  # (B, K) bool
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """`paired`: the second half of the batch repeats the first half's captions with fresh
-    noise, which is what the mode-seeking term compares."""
+    """`pairs`: the last `pairs` fakes repeat the first `pairs` captions with fresh noise, which
+    is what the mode-seeking term compares (0: no pairs)."""
     b = fake.shape[0]
     use_ce = cfg.contrastive_g > 0 and cands is not None and cand_valid is not None
     if use_ce:  # one feature pass scores the generating caption and its K candidates
@@ -153,10 +154,9 @@ def generator_loss(
         ce = candidate_ce(out, out_all[b:].view(b, k), cand_valid)
         loss = loss + cfg.contrastive_g * ce
         stats["loss_g_contrastive"] = ce.detach()
-    if paired:
-        h = fake.shape[0] // 2
-        img_dist = (fake[:h].float() - fake[h : 2 * h].float()).abs().mean()
-        z_dist = (z[:h] - z[h : 2 * h]).abs().mean()
+    if pairs > 0:
+        img_dist = (fake[:pairs].float() - fake[b - pairs :].float()).abs().mean()
+        z_dist = (z[:pairs] - z[b - pairs :]).abs().mean()
         ratio = img_dist / z_dist
         stats["diversity"] = ratio.detach()
         if cfg.diversity_weight > 0:

@@ -56,6 +56,13 @@ def build_state(
     )
 
 
+def mode_seeking_pairs(batch: int, loss_cfg: LossConfig) -> int:
+    """How many (caption, two noises) pairs the mode-seeking term compares: 0 when it is off."""
+    if loss_cfg.diversity_weight <= 0 or batch < 4:
+        return 0
+    return max(1, min(batch // 2, round(batch * loss_cfg.diversity_pairs)))
+
+
 @torch.no_grad()
 def update_ema(ema: nn.Module, g: nn.Module, decay: float, step: int) -> None:
     # Warm-up: a short run's EMA should not be stuck at the random init.
@@ -156,9 +163,11 @@ def train_step(
     real, text, partner = data.batch(rows, runtime.device, runtime.channels_last)
     b = real.shape[0]
     z = torch.randn(b, state.g_raw.config.z_dim, generator=gen).to(runtime.device)
-    paired = loss_cfg.diversity_weight > 0 and b >= 4
-    # Paired: fakes use the first half's captions twice with fresh noise (mode-seeking term).
-    text_fake = torch.cat([text[: b // 2], text[: b // 2]]) if paired else text
+    pairs = mode_seeking_pairs(b, loss_cfg)
+    # The last `pairs` fakes repeat the first `pairs` captions with fresh noise (mode-seeking
+    # term); the other b - pairs captions are each drawn once. pairs = b // 2 (the default):
+    # the first half's captions twice.
+    text_fake = torch.cat([text[: b - pairs], text[:pairs]])
     sentence = state.g_raw.text_norm  # D sees the sentence vectors exactly as G does
 
     mis = draw_mismatch(data, text, rows, partner, gen, loss_cfg.near_miss, loss_cfg.near_miss_pool)
@@ -172,7 +181,7 @@ def train_step(
         raw = data.text[cand_rows].to(runtime.device)  # (B, K, D)
         cands = sentence(raw.flatten(0, 1)).view_as(raw)
         valid = valid.to(runtime.device)
-        cands_fake, valid_fake = (torch.cat([cands[: b // 2]] * 2), torch.cat([valid[: b // 2]] * 2)) if paired else (cands, valid)
+        cands_fake, valid_fake = torch.cat([cands[: b - pairs], cands[:pairs]]), torch.cat([valid[: b - pairs], valid[:pairs]])
 
     with runtime.autocast():
         fake = state.g(z, text_fake)  # (B, 3, R, R)
@@ -188,7 +197,7 @@ def train_step(
     state.d_raw.requires_grad_(False)
     state.opt_g.zero_grad(set_to_none=True)
     with runtime.autocast():
-        loss_g, stats_g = generator_loss(state.d_raw, fake, sentence(text_fake), z, loss_cfg, paired, cands_fake, valid_fake)
+        loss_g, stats_g = generator_loss(state.d_raw, fake, sentence(text_fake), z, loss_cfg, pairs, cands_fake, valid_fake)
     _backward_step(loss_g, state.opt_g, state.scaler)
     state.d_raw.requires_grad_(True)
     if state.scaler is not None:
