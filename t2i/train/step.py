@@ -167,7 +167,8 @@ def train_step(
     # The last `pairs` fakes repeat the first `pairs` captions with fresh noise (mode-seeking
     # term); the other b - pairs captions are each drawn once. pairs = b // 2 (the default):
     # the first half's captions twice.
-    text_fake = torch.cat([text[: b - pairs], text[:pairs]])
+    fake_rows = torch.cat([torch.arange(b - pairs), torch.arange(pairs)]).to(text.device)  # (B,) batch row of each fake's caption
+    text_fake = text[fake_rows]
     sentence = state.g_raw.text_norm  # D sees the sentence vectors exactly as G does
 
     mis = draw_mismatch(data, text, rows, partner, gen, loss_cfg.near_miss, loss_cfg.near_miss_pool)
@@ -181,7 +182,7 @@ def train_step(
         raw = data.text[cand_rows].to(runtime.device)  # (B, K, D)
         cands = sentence(raw.flatten(0, 1)).view_as(raw)
         valid = valid.to(runtime.device)
-        cands_fake, valid_fake = torch.cat([cands[: b - pairs], cands[:pairs]]), torch.cat([valid[: b - pairs], valid[:pairs]])
+        cands_fake, valid_fake = cands[fake_rows], valid[fake_rows]
 
     with runtime.autocast():
         fake = state.g(z, text_fake)  # (B, 3, R, R)
