@@ -60,11 +60,11 @@ class EmbedParams(Section):
 
 class TrainParams(Section):
     seed: int = 0
-    steps: int = Field(4500, ge=1)
+    steps: int = Field(1700, ge=1)
     batch_size: int = Field(64, ge=2, le=65536)
     z_dim: int = Field(32, ge=1, le=4096)
     g_width: int = Field(128, ge=8, le=4096)
-    g_min_width: int = Field(32, ge=4, le=4096)
+    g_min_width: int = Field(16, ge=4, le=4096)
     d_width: int = Field(16, ge=8, le=4096)
     attention: list[int] = Field(default_factory=lambda: [8])
     conditioning: Literal["affine", "cbn"] = "cbn"
@@ -82,9 +82,9 @@ class TrainParams(Section):
     diversity_weight: float = Field(0.2, ge=0.0)  # mode-seeking term (MSGAN): noise must matter
     diversity_pairs: float = Field(0.5, gt=0.0, le=0.5)  # share of the batch whose caption repeats with new noise for it
     # Cross-entropy of each image's caption against K one-word misses, for D (real) and G (fakes).
-    contrastive_d: float = Field(0.0, ge=0.0, le=1e3)  # its weight in D's loss (real images)
+    contrastive_d: float = Field(1.0, ge=0.0, le=1e3)  # its weight in D's loss (real images)
     contrastive_g: float = Field(0.0, ge=0.0, le=1e3)  # its weight in G's loss (fakes, through D)
-    contrastive_candidates: int = Field(8, ge=1, le=64)
+    contrastive_candidates: int = Field(32, ge=1, le=64)
     lr_g: float = Field(5e-4, gt=0.0, le=1.0)
     lr_d: float = Field(1e-3, gt=0.0, le=1.0)
     lr_decay_from: float = Field(1.0, ge=0.0, le=1.0)  # fraction of steps after which both rates fall linearly to 0
