@@ -30,6 +30,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
@@ -161,19 +163,26 @@ def machine() -> dict[str, Any]:
             "cpu_precision": "bf16" if cpu_has_fast_bf16() else "fp32"}
 
 
-def provenance(info: dict[str, Any] | None) -> str:
-    """The run's date and machine as recorded in its JSON (older JSON: not recorded)."""
+def default_params() -> dict[str, Any]:
+    """params.yaml as the runs saw it: the defaults change between tables (train.steps above all)."""
+    return yaml.safe_load((ROOT / "params.yaml").read_text(encoding="utf-8"))
+
+
+def provenance(info: dict[str, Any] | None, defaults: dict[str, Any] | None = None) -> str:
+    """The run's date, machine and step count as recorded in its JSON (older JSON: not recorded)."""
     if not info:
         return "machine not recorded in the JSON"
-    return f"{info['date']}, {info['cores']}-core {info['cpu']}, training in {info['cpu_precision']}"
+    text = f"{info['date']}, {info['cores']}-core {info['cpu']}, training in {info['cpu_precision']}"
+    steps = (defaults or {}).get("train", {}).get("steps")
+    return text if steps is None else f"{text}, default `train.steps={steps}`"
 
 
-def write_readme(table: str, command: str, info: dict[str, Any] | None) -> None:
+def write_readme(table: str, command: str, info: dict[str, Any] | None, defaults: dict[str, Any] | None) -> None:
     readme = ROOT / "README.md"
     text = readme.read_text(encoding="utf-8")
     if START not in text or END not in text:
         raise SystemExit(f"README.md has no {START} ... {END} block to replace")
-    block = f"{START}\nPrinted by `{command}` ({provenance(info)}):\n\n{table}\n{END}"
+    block = f"{START}\nPrinted by `{command}` ({provenance(info, defaults)}):\n\n{table}\n{END}"
     head, rest = text.split(START, 1)
     readme.write_text(head + block + rest.split(END, 1)[1], encoding="utf-8")
 
@@ -188,9 +197,9 @@ def main() -> None:
     args = parser.parse_args()
     if args.from_json:
         earlier = json.loads(args.from_json.read_text(encoding="utf-8"))
-        rows, info = earlier["runs"], earlier.get("machine")
+        rows, info, defaults = earlier["runs"], earlier.get("machine"), earlier.get("defaults")
     else:
-        info = machine()
+        info, defaults = machine(), default_params()
         with tempfile.TemporaryDirectory(prefix="t2i-order-") as tmp:
             work = args.workdir or Path(tmp)
             cache = work / "dvc-cache"
@@ -200,10 +209,11 @@ def main() -> None:
             with ThreadPoolExecutor(jobs) as pool:  # threads only wait on `dvc repro` processes
                 rows += list(pool.map(lambda n: run_one(n, RUNS[n], work, cache, jobs), rest))
     spread = seed_spread(rows)
-    result = {"runs": rows, "use_seed_spread": spread, "targets": verdicts(rows), "machine": info}
+    result = {"runs": rows, "use_seed_spread": spread, "targets": verdicts(rows), "machine": info,
+              "defaults": defaults}
     print(json.dumps(result, indent=2))
     if args.write_readme:
-        write_readme(markdown(rows, spread), shown_command(sys.argv[1:]), info)
+        write_readme(markdown(rows, spread), shown_command(sys.argv[1:]), info, defaults)
 
 
 if __name__ == "__main__":

@@ -42,3 +42,6 @@ def test_provenance_comes_from_the_json_not_the_render_date() -> None:
     recorded = {"date": "2026-11-25", "cpu": "Some CPU", "cores": 2, "cpu_precision": "bf16"}
     assert order.provenance(recorded) == "2026-11-25, 2-core Some CPU, training in bf16"
     assert "not recorded" in order.provenance(None)  # JSON written before the field existed
+    defaults = order.default_params()
+    assert order.provenance(recorded, defaults).endswith(f", default `train.steps={defaults['train']['steps']}`")
+    assert order.provenance(recorded, None) == order.provenance(recorded)  # JSON without params
