@@ -30,12 +30,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from t2i import project_copy  # noqa: E402
+from t2i.config import read_params  # noqa: E402
 
 RUNS: dict[str, dict[str, Any]] = {
     "use-seed0": {"train.seed": 0},
@@ -163,11 +162,6 @@ def machine() -> dict[str, Any]:
             "cpu_precision": "bf16" if cpu_has_fast_bf16() else "fp32"}
 
 
-def default_params() -> dict[str, Any]:
-    """params.yaml as the runs saw it: the defaults change between tables (train.steps above all)."""
-    return yaml.safe_load((ROOT / "params.yaml").read_text(encoding="utf-8"))
-
-
 def provenance(info: dict[str, Any] | None, defaults: dict[str, Any] | None = None) -> str:
     """The run's date, machine and step count as recorded in its JSON (older JSON: not recorded)."""
     if not info:
@@ -199,7 +193,8 @@ def main() -> None:
         earlier = json.loads(args.from_json.read_text(encoding="utf-8"))
         rows, info, defaults = earlier["runs"], earlier.get("machine"), earlier.get("defaults")
     else:
-        info, defaults = machine(), default_params()
+        # params.yaml as the runs saw it: the defaults change between tables (train.steps above all).
+        info, defaults = machine(), read_params(ROOT / "params.yaml")
         with tempfile.TemporaryDirectory(prefix="t2i-order-") as tmp:
             work = args.workdir or Path(tmp)
             cache = work / "dvc-cache"

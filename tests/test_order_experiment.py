@@ -5,6 +5,8 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
+from t2i.config import read_params
+
 ROOT = Path(__file__).resolve().parents[1]
 spec = importlib.util.spec_from_file_location("order_experiment", ROOT / "benchmarks" / "order_experiment.py")
 assert spec and spec.loader
@@ -42,6 +44,6 @@ def test_provenance_comes_from_the_json_not_the_render_date() -> None:
     recorded = {"date": "2026-11-25", "cpu": "Some CPU", "cores": 2, "cpu_precision": "bf16"}
     assert order.provenance(recorded) == "2026-11-25, 2-core Some CPU, training in bf16"
     assert "not recorded" in order.provenance(None)  # JSON written before the field existed
-    defaults = order.default_params()
+    defaults = read_params(ROOT / "params.yaml")
     assert order.provenance(recorded, defaults).endswith(f", default `train.steps={defaults['train']['steps']}`")
     assert order.provenance(recorded, None) == order.provenance(recorded)  # JSON without params
