@@ -18,6 +18,7 @@ made from the same numbers: nothing in the table is typed by hand.
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import os
 import platform
@@ -89,7 +90,19 @@ def run_one(name: str, overrides: dict[str, Any], work: Path, cache: Path, concu
     row = {"run": name, "overrides": overrides, "seconds": round(seconds, 1), "concurrent": concurrent}
     row.update({col: lookup(metrics, key) for col, key in COLUMNS.items()})
     row["mlflow_run"] = json.loads((dest / "models" / "mlflow_run.json").read_text())["run_id"]
+    row["caption_kinds"] = caption_kinds(dest / "eval")
     return row
+
+
+def caption_kinds(eval_dir: Path) -> list[dict[str, Any]]:
+    """eval/plots/caption_kinds.csv as records (attr_all per set of attributes a caption states):
+    which sentence forms a run gets wrong, kept in the JSON beside the table's means."""
+    path = eval_dir / "plots" / "caption_kinds.csv"
+    if not path.is_file():
+        return []
+    with path.open(encoding="utf-8", newline="") as f:
+        return [{k: (v if k == "caption_kind" else float(v) if v else None) for k, v in r.items()}
+                for r in csv.DictReader(f)]
 
 
 def seed_spread(rows: list[dict[str, Any]]) -> dict[str, dict[str, float]]:

@@ -60,6 +60,42 @@ def test_attribute_accuracy_oracle_high_noise_chance(judged: EvalContext) -> Non
     assert bad["test/attr_all"] <= 0.1, bad
 
 
+def test_caption_kinds_split_attr_all_by_sentence_form(judged: EvalContext) -> None:
+    (good,) = run_metrics(judged, ["attribute_accuracy"])
+    (bad,) = run_metrics(with_source(judged, noise), ["attribute_accuracy"])
+    for split in ("test", "unseen"):
+        kinds, noisy = good.extra["per_caption_kind"][split], bad.extra["per_caption_kind"][split]
+        # This quick judge trusts petal and stem only, so every caption falls in one kind here;
+        # kinds apart are the unit test below.
+        assert list(kinds) == ["petal_color+stem_color"], kinds
+        # Every scored caption is in exactly one kind, and the kinds average back to attr_all.
+        n = sum(k["captions"] for k in kinds.values())
+        assert n == good.samples[f"{split} captions"]
+        mean = sum(k["captions"] * k["attr_all"] for k in kinds.values()) / n
+        assert mean == pytest.approx(good.values[f"{split}/attr_all"])
+        assert all(k["attr_all"] >= 0.8 for k in kinds.values()), kinds
+        assert all(k["attr_all"] <= 0.15 for k in noisy.values()), noisy
+
+
+def test_by_caption_kind_counts_only_what_each_caption_states() -> None:
+    import pandas as pd
+
+    from t2i.eval.metrics.attribute_accuracy import by_caption_kind
+
+    rows = pd.DataFrame({
+        "mentions": ["petal_color,stem_color", "petal_color,stem_color", "petal_color,center_color,stem_color",
+                     "petal_color,stem_color,petal_count"],
+        "petal_color": ["red", "blue", "red", "green"], "stem_color": ["green", "red", "blue", "red"],
+        "center_color": ["white", "white", "yellow", "blue"], "petal_count": [3, 5, 8, 3]})
+    predicted = {"petal_color": np.array(["red", "blue", "red", "green"]),
+                 "stem_color": np.array(["green", "blue", "blue", "red"]),  # row 1 wrong
+                 "center_color": np.array(["red", "red", "white", "red"]),  # wrong where stated (row 2)
+                 "petal_count": np.array(["5", "5", "8", "5"])}             # untrusted: not scored
+    kinds = by_caption_kind(predicted, rows, ["petal_color", "stem_color", "center_color"])
+    assert kinds == {"petal_color+stem_color": {"captions": 3, "attr_all": pytest.approx(2 / 3)},
+                     "center_color+petal_color+stem_color": {"captions": 1, "attr_all": 0.0}}
+
+
 def test_swap_accuracy_oracle_vs_bag_of_words(judged: EvalContext) -> None:
     good = values(judged, "swap_accuracy")
     bow = values(with_source(judged, bag_of_words), "swap_accuracy")

@@ -23,6 +23,7 @@ from t2i.eval.registry import MetricResult
 
 PLOTS_DIR = "plots"
 ATTRIBUTE_PLOT = "attribute_accuracy.csv"
+CAPTION_KIND_PLOT = "caption_kinds.csv"
 
 
 def atomic_write(path: Path, data: bytes) -> None:
@@ -80,6 +81,20 @@ def attribute_table(results: list[MetricResult]) -> pd.DataFrame | None:
     return None
 
 
+def caption_kind_table(results: list[MetricResult]) -> pd.DataFrame | None:
+    """Rows = caption kinds (which attributes a caption states), columns = captions and attr_all
+    per split: which sentence forms the generator gets wrong."""
+    for r in results:
+        kinds = r.extra.get("per_caption_kind")
+        if r.name == "attribute_accuracy" and isinstance(kinds, dict) and any(kinds.values()):
+            columns = {f"{split}_{field}": {kind: v[field] for kind, v in per_kind.items()}
+                       for split, per_kind in kinds.items() for field in ("captions", "attr_all")}
+            frame = pd.DataFrame(columns).round(4)
+            frame.index.name = "caption_kind"
+            return frame.reset_index()
+    return None
+
+
 def _img_tag(image: Image.Image, alt: str) -> str:
     data = base64.b64encode(png_bytes(image)).decode("ascii")
     return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
@@ -101,6 +116,9 @@ def render_html(results: list[MetricResult], grids: dict[str, Image.Image], titl
                     f"<td>{values}</td><td>{samples}</td><td>{html.escape(r.what)}{note}</td></tr>")
     attr = attribute_table(results)
     attr_html = attr.to_html(index=False, na_rep="-") if attr is not None else ""
+    kinds = caption_kind_table(results)
+    kind_html = ("<h2>All-attributes accuracy per caption kind</h2>" + kinds.to_html(index=False, na_rep="-")
+                 if kinds is not None else "")
     fact_html = "".join(f"<li>{html.escape(str(k))}: {html.escape(str(v))}</li>" for k, v in facts.items())
     grid_html = "".join(f"<h2>{html.escape(name)}</h2>{_img_tag(img, name)}" for name, img in grids.items())
     return f"""<!doctype html>
@@ -112,6 +130,7 @@ img{{image-rendering:pixelated;max-width:100%}}</style></head><body>
 <h2>Metrics</h2><table><tr><th>metric</th><th>values</th><th>samples</th><th>what it measured</th></tr>
 {''.join(rows)}</table>
 <h2>Attribute accuracy per attribute</h2>{attr_html}
+{kind_html}
 {grid_html}
 </body></html>
 """
@@ -131,6 +150,10 @@ def write_outputs(out_dir: Path, results: list[MetricResult], grids: dict[str, I
     if attr is not None:
         paths["attribute_plot"] = out_dir / PLOTS_DIR / ATTRIBUTE_PLOT
         atomic_write(paths["attribute_plot"], attr.to_csv(index=False).encode())
+    kinds = caption_kind_table(results)
+    if kinds is not None:
+        paths["caption_kind_plot"] = out_dir / PLOTS_DIR / CAPTION_KIND_PLOT
+        atomic_write(paths["caption_kind_plot"], kinds.to_csv(index=False).encode())
     for name, image in grids.items():
         paths[name] = out_dir / name
         atomic_write(paths[name], png_bytes(image))
