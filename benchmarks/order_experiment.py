@@ -90,19 +90,23 @@ def run_one(name: str, overrides: dict[str, Any], work: Path, cache: Path, concu
     row = {"run": name, "overrides": overrides, "seconds": round(seconds, 1), "concurrent": concurrent}
     row.update({col: lookup(metrics, key) for col, key in COLUMNS.items()})
     row["mlflow_run"] = json.loads((dest / "models" / "mlflow_run.json").read_text())["run_id"]
-    row["caption_kinds"] = caption_kinds(dest / "eval")
+    row["caption_kinds"] = eval_table(dest / "eval", "caption_kinds.csv")
+    row["templates"] = eval_table(dest / "eval", "templates.csv")
     return row
 
 
-def caption_kinds(eval_dir: Path) -> list[dict[str, Any]]:
-    """eval/plots/caption_kinds.csv as records (attr_all per set of attributes a caption states):
-    which sentence forms a run gets wrong, kept in the JSON beside the table's means."""
-    path = eval_dir / "plots" / "caption_kinds.csv"
+def eval_table(eval_dir: Path, name: str) -> list[dict[str, Any]]:
+    """eval/plots/NAME as records: attr_all per caption kind (caption_kinds.csv) or per template
+    (templates.csv), which captions a run gets wrong, kept in the JSON beside the table's means.
+    The first column names the group; the others are numbers (empty: None)."""
+    path = eval_dir / "plots" / name
     if not path.is_file():
         return []
     with path.open(encoding="utf-8", newline="") as f:
-        return [{k: (v if k == "caption_kind" else float(v) if v else None) for k, v in r.items()}
-                for r in csv.DictReader(f)]
+        reader = csv.DictReader(f)
+        first = (reader.fieldnames or [""])[0]
+        return [{k: (v if k == first else float(v) if v else None) for k, v in r.items()}
+                for r in reader]
 
 
 def seed_spread(rows: list[dict[str, Any]]) -> dict[str, dict[str, float]]:

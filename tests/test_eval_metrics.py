@@ -75,12 +75,16 @@ def test_caption_kinds_split_attr_all_by_sentence_form(judged: EvalContext) -> N
         assert mean == pytest.approx(good.values[f"{split}/attr_all"])
         assert all(k["attr_all"] >= 0.8 for k in kinds.values()), kinds
         assert all(k["attr_all"] <= 0.15 for k in noisy.values()), noisy
+        templates = good.extra["per_template"][split]  # the 12 sentence forms, named by their text
+        assert len(templates) == 12 and "0: a {petal} flower with a {stem} stem" in templates, templates
+        assert sum(t["captions"] for t in templates.values()) == n
+        assert sum(t["captions"] * t["attr_all"] for t in templates.values()) / n == pytest.approx(mean)
 
 
 def test_by_caption_kind_counts_only_what_each_caption_states() -> None:
     import pandas as pd
 
-    from t2i.eval.metrics.attribute_accuracy import by_caption_kind
+    from t2i.eval.metrics.attribute_accuracy import by_caption_kind, by_template
 
     rows = pd.DataFrame({
         "mentions": ["petal_color,stem_color", "petal_color,stem_color", "petal_color,center_color,stem_color",
@@ -94,6 +98,12 @@ def test_by_caption_kind_counts_only_what_each_caption_states() -> None:
     kinds = by_caption_kind(predicted, rows, ["petal_color", "stem_color", "center_color"])
     assert kinds == {"petal_color+stem_color": {"captions": 3, "attr_all": pytest.approx(2 / 3)},
                      "center_color+petal_color+stem_color": {"captions": 1, "attr_all": 0.0}}
+    assert by_template(predicted, rows, ["petal_color", "stem_color"]) == {}  # no template column
+    rows["template"] = [0, 8, 8, 0]
+    templates = by_template(predicted, rows, ["petal_color", "stem_color", "center_color"])
+    assert {k.split(":")[0]: v for k, v in templates.items()} == {
+        "0": {"captions": 2, "attr_all": 1.0}, "8": {"captions": 2, "attr_all": 0.0}}
+    assert "8: the petals are {petal}, the center is {center} and the stem is {stem}" in templates
 
 
 def test_swap_accuracy_oracle_vs_bag_of_words(judged: EvalContext) -> None:

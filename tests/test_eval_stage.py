@@ -53,7 +53,8 @@ def test_stage_writes_every_output(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     assert (out / "samples.png").stat().st_size > 0
     assert (out / "plots" / "summary.csv").read_text().startswith("metric,value")
     assert (out / "plots" / "attribute_accuracy.csv").read_text().startswith("attribute,")
-    assert not (out / "plots" / "caption_kinds.csv").exists()  # nothing trusted: no kinds to score
+    for name in ("caption_kinds.csv", "templates.csv"):  # nothing trusted: no caption groups to score
+        assert not (out / "plots" / name).exists()
     assert list((tmp_path / "cache" / "eval").glob("classifier-*.safetensors"))  # judges cached
 
 

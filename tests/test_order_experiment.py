@@ -50,12 +50,12 @@ def test_provenance_comes_from_the_json_not_the_render_date() -> None:
 
 
 def test_caption_kinds_read_from_the_eval_plots(tmp_path: Path) -> None:
-    assert order.caption_kinds(tmp_path) == []  # real data: no kinds, no key error
+    assert order.eval_table(tmp_path, "caption_kinds.csv") == []  # real data: no kinds, no key error
     (tmp_path / "plots").mkdir()
     (tmp_path / "plots" / "caption_kinds.csv").write_text(
         "caption_kind,test_captions,test_attr_all,unseen_captions,unseen_attr_all\n"
         "center_color+petal_color+stem_color,141,0.3121,147,0.2857\npetal_color+stem_color,459,0.9434,,\n")
-    kinds = order.caption_kinds(tmp_path)
+    kinds = order.eval_table(tmp_path, "caption_kinds.csv")
     assert kinds[0] == {"caption_kind": "center_color+petal_color+stem_color", "test_captions": 141.0,
                         "test_attr_all": 0.3121, "unseen_captions": 147.0, "unseen_attr_all": 0.2857}
     assert kinds[1]["unseen_attr_all"] is None

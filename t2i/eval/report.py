@@ -24,6 +24,7 @@ from t2i.eval.registry import MetricResult
 PLOTS_DIR = "plots"
 ATTRIBUTE_PLOT = "attribute_accuracy.csv"
 CAPTION_KIND_PLOT = "caption_kinds.csv"
+TEMPLATE_PLOT = "templates.csv"
 
 
 def atomic_write(path: Path, data: bytes) -> None:
@@ -81,18 +82,25 @@ def attribute_table(results: list[MetricResult]) -> pd.DataFrame | None:
     return None
 
 
-def caption_kind_table(results: list[MetricResult]) -> pd.DataFrame | None:
-    """Rows = caption kinds (which attributes a caption states), columns = captions and attr_all
-    per split: which sentence forms the generator gets wrong."""
+def group_table(results: list[MetricResult], key: str = "per_caption_kind", index: str = "caption_kind") -> pd.DataFrame | None:
+    """Rows = caption groups (``per_caption_kind``: which attributes a caption states;
+    ``per_template``: its sentence form), columns = captions and attr_all per split: which
+    captions the generator gets wrong."""
     for r in results:
-        kinds = r.extra.get("per_caption_kind")
-        if r.name == "attribute_accuracy" and isinstance(kinds, dict) and any(kinds.values()):
-            columns = {f"{split}_{field}": {kind: v[field] for kind, v in per_kind.items()}
-                       for split, per_kind in kinds.items() for field in ("captions", "attr_all")}
+        groups = r.extra.get(key)
+        if r.name == "attribute_accuracy" and isinstance(groups, dict) and any(groups.values()):
+            columns = {f"{split}_{field}": {g: v[field] for g, v in per_group.items()}
+                       for split, per_group in groups.items() for field in ("captions", "attr_all")}
             frame = pd.DataFrame(columns).round(4)
-            frame.index.name = "caption_kind"
+            frame.index.name = index
             return frame.reset_index()
     return None
+
+
+GROUP_TABLES = {  # extra key -> (index column, plot file, report heading)
+    "per_caption_kind": ("caption_kind", CAPTION_KIND_PLOT, "All-attributes accuracy per caption kind"),
+    "per_template": ("template", TEMPLATE_PLOT, "All-attributes accuracy per caption template"),
+}
 
 
 def _img_tag(image: Image.Image, alt: str) -> str:
@@ -116,9 +124,11 @@ def render_html(results: list[MetricResult], grids: dict[str, Image.Image], titl
                     f"<td>{values}</td><td>{samples}</td><td>{html.escape(r.what)}{note}</td></tr>")
     attr = attribute_table(results)
     attr_html = attr.to_html(index=False, na_rep="-") if attr is not None else ""
-    kinds = caption_kind_table(results)
-    kind_html = ("<h2>All-attributes accuracy per caption kind</h2>" + kinds.to_html(index=False, na_rep="-")
-                 if kinds is not None else "")
+    kind_html = ""
+    for key, (index, _, heading) in GROUP_TABLES.items():
+        frame = group_table(results, key, index)
+        if frame is not None:
+            kind_html += f"<h2>{html.escape(heading)}</h2>" + frame.to_html(index=False, na_rep="-")
     fact_html = "".join(f"<li>{html.escape(str(k))}: {html.escape(str(v))}</li>" for k, v in facts.items())
     grid_html = "".join(f"<h2>{html.escape(name)}</h2>{_img_tag(img, name)}" for name, img in grids.items())
     return f"""<!doctype html>
@@ -150,10 +160,11 @@ def write_outputs(out_dir: Path, results: list[MetricResult], grids: dict[str, I
     if attr is not None:
         paths["attribute_plot"] = out_dir / PLOTS_DIR / ATTRIBUTE_PLOT
         atomic_write(paths["attribute_plot"], attr.to_csv(index=False).encode())
-    kinds = caption_kind_table(results)
-    if kinds is not None:
-        paths["caption_kind_plot"] = out_dir / PLOTS_DIR / CAPTION_KIND_PLOT
-        atomic_write(paths["caption_kind_plot"], kinds.to_csv(index=False).encode())
+    for key, (index, file_name, _) in GROUP_TABLES.items():
+        frame = group_table(results, key, index)
+        if frame is not None:
+            paths[f"{index}_plot"] = out_dir / PLOTS_DIR / file_name
+            atomic_write(paths[f"{index}_plot"], frame.to_csv(index=False).encode())
     for name, image in grids.items():
         paths[name] = out_dir / name
         atomic_write(paths[name], png_bytes(image))

@@ -38,6 +38,23 @@ def score(predicted: dict[str, np.ndarray], rows: pd.DataFrame, attrs: list[str]
     return values, counts
 
 
+def _grouped(ok: np.ndarray, groups: np.ndarray, order: list[str] | None = None) -> dict[str, dict[str, float]]:
+    """{group: {captions, attr_all}} over the rows whose group is not empty, in ``order``
+    (default: sorted)."""
+    return {str(g): {"captions": int((groups == g).sum()), "attr_all": float(ok[groups == g].mean())}
+            for g in (order or sorted(set(groups.tolist()))) if g}
+
+
+def _all_correct(predicted: dict[str, np.ndarray], rows: pd.DataFrame, attrs: list[str]) -> np.ndarray:
+    """(n,) bool: every attribute of ``attrs`` that the row's caption states is read as stated."""
+    said = mentions(rows)
+    ok = np.ones(len(rows), bool)
+    for a in attrs:
+        asks = np.array([a in m for m in said], bool)
+        ok &= (predicted[a] == rows[a].astype(str).to_numpy()) | ~asks
+    return ok
+
+
 def by_caption_kind(predicted: dict[str, np.ndarray], rows: pd.DataFrame, attrs: list[str]) -> dict[str, dict[str, float]]:
     """attr_all per caption kind: the set of scored attributes a caption states.
 
@@ -45,14 +62,23 @@ def by_caption_kind(predicted: dict[str, np.ndarray], rows: pd.DataFrame, attrs:
     which sentence forms fail: on the synthetic set, captions that also name the centre are a
     quarter of the rows and carry most of the errors.
     """
-    said = mentions(rows)
-    kinds = np.array(["+".join(sorted(m & set(attrs))) for m in said])
-    ok = np.ones(len(rows), bool)
-    for a in attrs:
-        asks = np.array([a in m for m in said], bool)
-        ok &= (predicted[a] == rows[a].astype(str).to_numpy()) | ~asks
-    return {str(kind): {"captions": int((kinds == kind).sum()), "attr_all": float(ok[kinds == kind].mean())}
-            for kind in sorted(set(kinds)) if kind}
+    kinds = np.array(["+".join(sorted(m & set(attrs))) for m in mentions(rows)], dtype=object)
+    return _grouped(_all_correct(predicted, rows, attrs), kinds)
+
+
+def by_template(predicted: dict[str, np.ndarray], rows: pd.DataFrame, attrs: list[str]) -> dict[str, dict[str, float]]:
+    """attr_all per caption template (synthetic data: the ``template`` column), named by its text:
+    the same attributes in another sentence form can fail alone ("the petals are {petal}, ...")."""
+    if "template" not in rows.columns or not attrs:
+        return {}
+    from t2i.data.templates import TEMPLATES
+
+    def name(t: int) -> str:
+        return f"{t}: {TEMPLATES[t].text}" if 0 <= t < len(TEMPLATES) else str(t)
+
+    ids = rows["template"].astype(int).to_numpy()
+    names = np.array([name(t) for t in ids], dtype=object)
+    return _grouped(_all_correct(predicted, rows, attrs), names, [name(t) for t in sorted(set(ids.tolist()))])
 
 
 def judge_accuracy(clf: AttributeClassifier, ctx: EvalContext) -> tuple[dict[str, np.ndarray], int]:
@@ -84,7 +110,7 @@ def attribute_accuracy(ctx: EvalContext) -> MetricResult:
         samples={"judge real test images": n_real},
     )
     void = {a: round(judge[a], 3) for a in clf.attributes if a not in trusted}
-    table, kinds = {}, {}
+    table, kinds, templates = {}, {}, {}
     for split in SPLITS:
         rows = ctx.rows(split)
         if rows.empty:
@@ -95,9 +121,11 @@ def attribute_accuracy(ctx: EvalContext) -> MetricResult:
         result.samples[f"{split} captions"] = counts["attr_all"]
         table[split] = {**score(predicted, rows, clf.attributes)[0], "attr_all": values["attr_all"]}
         kinds[split] = by_caption_kind(predicted, rows, trusted)
+        templates[split] = by_template(predicted, rows, trusted)
     table["real_test"] = judge
     result.extra["per_attribute"] = table
     result.extra["per_caption_kind"] = kinds
+    result.extra["per_template"] = templates
     if void:
         result.note = (f"void: the judge reads {void} on real test images (< {JUDGE_MIN}); these "
                        "attributes are left out of the metrics and of attr_all")
