@@ -49,6 +49,19 @@ def test_save_load_generator_round_trip(tmp_path) -> None:  # type: ignore[no-un
         assert torch.allclose(g(z, s), g2(z, s), atol=1e-5)
 
 
+def test_cond_layers_deepen_the_condition_mlp_and_one_layer_keeps_old_keys(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    one = Generator(GANConfig(text_dim=16, z_dim=4, g_width=32))
+    assert {k for k in one.state_dict() if k.startswith("cond.")} == {"cond.0.weight", "cond.0.bias"}
+    cfg = GANConfig(text_dim=16, z_dim=4, g_width=32, cond_layers=3, cond_dim=24)
+    g = Generator(cfg).eval()
+    assert [m.out_features for m in g.cond if isinstance(m, torch.nn.Linear)] == [24, 24, 24]
+    save_generator(tmp_path, g, {"model": cfg.to_dict(), "step": 0})
+    g2, _ = load_generator(tmp_path / "generator.safetensors")
+    assert g2.config.cond_layers == 3 and len(g2.cond) == 6
+    with pytest.raises(ValueError, match="cond_layers"):
+        GANConfig(cond_layers=0)
+
+
 @pytest.mark.parametrize("floor", [16, 32])  # both sides of any default: the key must reach G
 def test_train_g_min_width_sets_the_generator_floor_and_survives_save_load(tmp_path, floor: int) -> None:  # type: ignore[no-untyped-def]
     from types import SimpleNamespace

@@ -65,7 +65,11 @@ class Generator(nn.Module):
         self.text_norm = TextNorm(c.text_dim, c.text_norm)  # shared with D by the training step
         cond_in = c.text_dim + (c.z_dim if c.noise_in_blocks else 0)
         # Shared condition embedding (BigGAN-style): one MLP, a cheap Linear per modulation.
-        self.cond = nn.Sequential(nn.Linear(cond_in, c.cond_dim), nn.LeakyReLU(0.2))
+        # One layer keeps the state-dict keys of older models (cond.0.*).
+        layers: list[nn.Module] = []
+        for i in range(c.cond_layers):
+            layers += [nn.Linear(cond_in if i == 0 else c.cond_dim, c.cond_dim), nn.LeakyReLU(0.2)]
+        self.cond = nn.Sequential(*layers)
         self.dense = nn.Linear(c.z_dim + c.text_dim, c0 * 4 * 4)
         self.blocks = nn.ModuleList()
         self.attn = nn.ModuleDict()
