@@ -62,6 +62,15 @@ def test_cond_layers_deepen_the_condition_mlp_and_one_layer_keeps_old_keys(tmp_p
         GANConfig(cond_layers=0)
 
 
+def test_d_text_layers_make_the_projection_embedding_an_mlp() -> None:
+    cfg = GANConfig(text_dim=16, z_dim=4, g_width=32, d_width=8, attention=(8,), d_text_layers=2)
+    d = Discriminator(cfg)
+    assert [m.in_features for m in d.embed if isinstance(m, torch.nn.Linear)] == [16, d.embed[-1].out_features]
+    assert isinstance(Discriminator(GANConfig(text_dim=16, d_width=8)).embed, torch.nn.Linear)  # 1: as before
+    x, t = torch.randn(3, 3, 32, 32), torch.randn(3, 16)
+    assert d(x, t).shape == (3,) and d.rank_texts(x, t[:, None].expand(3, 5, 16)).shape == (3, 5)
+
+
 @pytest.mark.parametrize("floor", [16, 32])  # both sides of any default: the key must reach G
 def test_train_g_min_width_sets_the_generator_floor_and_survives_save_load(tmp_path, floor: int) -> None:  # type: ignore[no-untyped-def]
     from types import SimpleNamespace

@@ -30,6 +30,7 @@ class GANConfig:
     d_max_width: int = 512
     cond_dim: int = 128                   # shared embedding of [sentence, z] that drives every block
     cond_layers: int = 1                  # depth of the MLP that makes that embedding (Linear + LeakyReLU each)
+    d_text_layers: int = 1                # projection D's sentence embedding: 1 = linear, more = an MLP
     noise_in_blocks: bool = True          # z also drives every block's modulation (diversity)
     # What G and D see of a caption (t2i/models/text_norm.py): "scale" = unit direction times
     # sqrt(D); "whiten" = centred and whitened on the training captions, which makes a
@@ -44,8 +45,8 @@ class GANConfig:
             raise ValueError(f"conditioning must be affine|cbn, got {self.conditioning!r}")
         if self.text_norm not in ("scale", "whiten"):
             raise ValueError(f"text_norm must be scale|whiten, got {self.text_norm!r}")
-        if self.cond_layers < 1:
-            raise ValueError(f"cond_layers must be >= 1, got {self.cond_layers}")
+        if self.cond_layers < 1 or self.d_text_layers < 1:
+            raise ValueError(f"cond_layers and d_text_layers must be >= 1, got {self.cond_layers}, {self.d_text_layers}")
         if self.d_conditioning not in ("projection", "concat"):
             raise ValueError(f"d_conditioning must be projection|concat, got {self.d_conditioning!r}")
         object.__setattr__(self, "attention", tuple(sorted(int(r) for r in self.attention)))
