@@ -32,9 +32,9 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from t2i.data.flowers import COLORS  # noqa: E402
+from t2i.data.flowers import ATTRIBUTES, COLORS  # noqa: E402
 from t2i.data.prepared import load_prepared  # noqa: E402
-from t2i.data.templates import render_caption  # noqa: E402
+from t2i.data.templates import render_caption, swap_colors  # noqa: E402
 from t2i.models import Discriminator, GANConfig, Generator  # noqa: E402
 from t2i.text import encoder_from_info  # noqa: E402
 from t2i.train.checkpoint import load_checkpoint, tensors_of  # noqa: E402
@@ -89,9 +89,8 @@ def swap_probe(d: Discriminator, sentences: Callable[[list[str], list[dict[str, 
         rows = table[(table["split"] == "test") & (table["template"] == template)].head(n)
         if rows.empty:
             continue
-        attrs = [{k: r[k] for k in ("petal_color", "stem_color", "center_color", "petal_count", "petal_shape")}
-                 for _, r in rows.iterrows()]
-        swapped = [{**a, "petal_color": a["stem_color"], "stem_color": a["petal_color"]} for a in attrs]
+        attrs = rows[list(ATTRIBUTES)].to_dict("records")
+        swapped = [swap_colors(a) for a in attrs]
         x = torch.from_numpy(images[rows["image_index"].to_numpy()]).permute(0, 3, 1, 2).float() / 127.5 - 1.0
         with torch.no_grad():
             true = d(x, sentences([render_caption(int(template), a) for a in attrs], attrs)).float().numpy()

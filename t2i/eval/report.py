@@ -82,7 +82,7 @@ def attribute_table(results: list[MetricResult]) -> pd.DataFrame | None:
     return None
 
 
-def group_table(results: list[MetricResult], key: str = "per_caption_kind", index: str = "caption_kind") -> pd.DataFrame | None:
+def group_table(results: list[MetricResult], key: str, index: str) -> pd.DataFrame | None:
     """Rows = caption groups (``per_caption_kind``: which attributes a caption states;
     ``per_template``: its sentence form), columns = captions and attr_all per split: which
     captions the generator gets wrong."""

@@ -34,10 +34,12 @@ class DBlock(nn.Module):
         return self.shortcut(F.avg_pool2d(x, 2)) + self.gamma * h
 
 
-def text_mlp(text_dim: int, width: int, layers: int) -> nn.Sequential:
-    """A sentence embedding deeper than one Linear: a word-order swap moves some sentence forms'
-    vectors 2x less than others' (docs/results/tuning.md, session 9), which a linear map scales
-    alike."""
+def sentence_embedding(text_dim: int, width: int, layers: int) -> nn.Module:
+    """Projection D's sentence embedding. One layer: a Linear (the keys of older models). More: an
+    MLP, for sentence forms whose word-order swap moves the vector 2x less than others'
+    (docs/results/tuning.md, session 9), which a linear map scales alike."""
+    if layers == 1:
+        return nn.Linear(text_dim, width)
     mods: list[nn.Module] = []
     for i in range(layers - 1):
         mods += [nn.Linear(text_dim if i == 0 else width, width), nn.LeakyReLU(0.2)]
@@ -65,7 +67,7 @@ class Discriminator(nn.Module):
             self.psi = spectral_norm(nn.Linear(c4, 1))
             # No spectral norm here: word-order-swapped captions differ by a small vector (USE
             # cosine 0.993), and a unit-gain embedding could barely tell them apart.
-            self.embed = nn.Linear(c.text_dim, c4) if c.d_text_layers == 1 else text_mlp(c.text_dim, c4, c.d_text_layers)
+            self.embed = sentence_embedding(c.text_dim, c4, c.d_text_layers)
         else:
             self.text_proj = nn.Linear(c.text_dim, c.cond_dim)
             self.joint = nn.Sequential(

@@ -18,17 +18,26 @@ SPLITS = ("test", "unseen")
 JUDGE_MIN = 0.95  # below this on real test images the judge is not trusted
 
 
+def all_correct(predicted: dict[str, np.ndarray], rows: pd.DataFrame, attrs: list[str]) -> np.ndarray:
+    """(n,) bool: every attribute of ``attrs`` that the row's caption states is read as stated."""
+    said = mentions(rows)
+    ok = np.ones(len(rows), bool)
+    for a in attrs:
+        asks = np.array([a in m for m in said], bool)
+        ok &= (predicted[a] == rows[a].astype(str).to_numpy()) | ~asks
+    return ok
+
+
 def score(predicted: dict[str, np.ndarray], rows: pd.DataFrame, attrs: list[str]) -> tuple[dict[str, float], dict[str, int]]:
     """Per-attribute accuracy over the rows that mention it, and all-mentioned-correct per row."""
     said = mentions(rows)
     values: dict[str, float] = {}
     counts: dict[str, int] = {}
-    all_ok = np.ones(len(rows), bool)
+    all_ok = all_correct(predicted, rows, attrs)
     scored = np.zeros(len(rows), bool)
     for a in attrs:
         asks = np.array([a in m for m in said], bool)
         right = predicted[a] == rows[a].astype(str).to_numpy()
-        all_ok &= right | ~asks
         scored |= asks
         if asks.any():
             values[a] = float(right[asks].mean())
@@ -45,16 +54,6 @@ def _grouped(ok: np.ndarray, groups: np.ndarray, order: list[str] | None = None)
             for g in (order or sorted(set(groups.tolist()))) if g}
 
 
-def _all_correct(predicted: dict[str, np.ndarray], rows: pd.DataFrame, attrs: list[str]) -> np.ndarray:
-    """(n,) bool: every attribute of ``attrs`` that the row's caption states is read as stated."""
-    said = mentions(rows)
-    ok = np.ones(len(rows), bool)
-    for a in attrs:
-        asks = np.array([a in m for m in said], bool)
-        ok &= (predicted[a] == rows[a].astype(str).to_numpy()) | ~asks
-    return ok
-
-
 def by_caption_kind(predicted: dict[str, np.ndarray], rows: pd.DataFrame, attrs: list[str]) -> dict[str, dict[str, float]]:
     """attr_all per caption kind: the set of scored attributes a caption states.
 
@@ -63,7 +62,7 @@ def by_caption_kind(predicted: dict[str, np.ndarray], rows: pd.DataFrame, attrs:
     quarter of the rows and carry most of the errors.
     """
     kinds = np.array(["+".join(sorted(m & set(attrs))) for m in mentions(rows)], dtype=object)
-    return _grouped(_all_correct(predicted, rows, attrs), kinds)
+    return _grouped(all_correct(predicted, rows, attrs), kinds)
 
 
 def by_template(predicted: dict[str, np.ndarray], rows: pd.DataFrame, attrs: list[str]) -> dict[str, dict[str, float]]:
@@ -78,7 +77,7 @@ def by_template(predicted: dict[str, np.ndarray], rows: pd.DataFrame, attrs: lis
 
     ids = rows["template"].astype(int).to_numpy()
     names = np.array([name(t) for t in ids], dtype=object)
-    return _grouped(_all_correct(predicted, rows, attrs), names, [name(t) for t in sorted(set(ids.tolist()))])
+    return _grouped(all_correct(predicted, rows, attrs), names, [name(t) for t in sorted(set(ids.tolist()))])
 
 
 def judge_accuracy(clf: AttributeClassifier, ctx: EvalContext) -> tuple[dict[str, np.ndarray], int]:
