@@ -85,6 +85,7 @@ class TrainParams(Section):
     contrastive_d: float = Field(1.0, ge=0.0, le=1e3)  # its weight in D's loss (real images)
     contrastive_g: float = Field(0.0, ge=0.0, le=1e3)  # its weight in G's loss (fakes, through D)
     contrastive_candidates: int = Field(32, ge=1, le=64)
+    contrastive_word_order: int = Field(5, ge=0, le=16)  # + up to this many same-words-other-order captions
     lr_g: float = Field(5e-4, gt=0.0, le=1.0)
     lr_d: float = Field(1e-3, gt=0.0, le=1.0)
     lr_decay_from: float = Field(1.0, ge=0.0, le=1.0)  # fraction of steps after which both rates fall linearly to 0

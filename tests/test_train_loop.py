@@ -11,7 +11,7 @@ import torch
 
 from t2i.train import NonFiniteLossError, Outputs, load_train_data, train
 from t2i.train.checkpoint import load_checkpoint
-from t2i.train.data import ShardedSampler, near_miss_partners, swap_partners
+from t2i.train.data import ShardedSampler, bag_of_words, near_miss_partners, swap_partners, word_order_partners
 from test_train_fixtures import make_dataset, small_params
 
 
@@ -99,6 +99,44 @@ def test_contrastive_candidates_are_one_word_misses_of_their_row(tmp_path: Path)
     for i in rows[has_near].tolist():
         allowed = set(data.near_rows[data.near_offsets[i]:data.near_offsets[i + 1]].tolist())
         assert set(cand[i].tolist()) <= allowed
+
+
+def test_word_order_partners_are_every_other_order_of_the_same_words() -> None:
+    caps = [
+        "the petals are red, the center is blue and the stem is green",   # 0, image 0
+        "the petals are green, the center is blue and the stem is red",   # 1, image 1: petal/stem swap of 0
+        "the petals are blue, the center is green and the stem is red",   # 2, image 2: a 3-cycle of 0
+        "the petals are red, the center is blue and the stem is green",   # 3, image 3: same text as 0
+        "the petals are blue, the center is red and the stem is green",   # 4, image 0: 0's own image
+        "the petals are red, the center is blue and the stem is pink",    # 5, image 4: other words
+    ]
+    offsets, rows = word_order_partners(caps, np.array([0, 1, 2, 3, 0, 4]))
+    others = [sorted(rows[offsets[i]:offsets[i + 1]].tolist()) for i in range(len(caps))]
+    assert others[0] == [1, 2]        # not 3: same text; not 4: same image
+    assert others[1] == [0, 2, 4]     # one row per distinct text (0 stands for 3)
+    assert others[5] == []
+
+
+def test_word_order_candidates_follow_the_one_word_misses(tmp_path: Path) -> None:
+    from t2i.train.step import near_miss_candidates, with_word_order_candidates
+
+    data = load_train_data(*make_dataset(tmp_path))
+    rows = torch.arange(len(data.text))
+    cand, valid = near_miss_candidates(data, rows, 4, torch.Generator().manual_seed(0))
+    cand6, valid6 = with_word_order_candidates(data, rows, cand, valid, 2)
+    assert cand6.shape == valid6.shape == (len(rows), 6)
+    assert torch.equal(cand6[:, :4], cand) and torch.equal(valid6[:, :4], valid)
+    count = data.order_offsets[1:] - data.order_offsets[:-1]
+    assert (count > 0).any() and (count == 0).any()
+    assert torch.equal(valid6[:, 4:].sum(1), count.clamp(max=2))
+    words = [bag_of_words(c) for c in data.table.query("split == 'train'").caption]
+    for i in rows[count > 0].tolist():
+        for r in cand6[i, 4:][valid6[i, 4:]].tolist():
+            assert words[r] == words[i] and data.image_index[r] != data.image_index[i]
+    # The last step's D contrastive loss moves when they join the candidates.
+    base = train(small_params(steps=2, contrastive_word_order=0), data, _outs(tmp_path / "a"))
+    orders = train(small_params(steps=2, contrastive_word_order=5), data, _outs(tmp_path / "b"))
+    assert base.history[-1]["loss_d_contrastive"] != orders.history[-1]["loss_d_contrastive"]
 
 
 def test_sampler_state_reproduces_next_batch() -> None:

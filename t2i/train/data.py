@@ -87,6 +87,31 @@ def near_miss_partners(captions: list[str], image_index: np.ndarray) -> tuple[np
     return offsets, rows
 
 
+def word_order_partners(captions: list[str], image_index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For each caption, every caption with the same bag of words in another order, as CSR
+    arrays like ``near_miss_partners`` (one row per distinct text, the caption's own image left
+    out). ``swap_partners`` keeps one of them; a caption naming three colours has up to five
+    (every permutation of the roles), and G's mistakes on such captions are often not the one
+    kept (docs/results/tuning.md, session 10)."""
+    tokens = [words(c) for c in captions]
+    first_row: dict[tuple[str, ...], int] = {}
+    images_of: dict[tuple[str, ...], set[int]] = {}
+    bags: dict[tuple[str, ...], list[tuple[str, ...]]] = {}
+    for i, w in enumerate(tokens):
+        if w not in first_row:
+            first_row[w] = i
+            bags.setdefault(tuple(sorted(w)), []).append(w)
+        images_of.setdefault(w, set()).add(int(image_index[i]))
+    others: dict[tuple[str, ...], list[int]] = {}
+    for group in bags.values():
+        for w in group:
+            others[w] = [first_row[o] for o in group if o != w and not images_of[o] & images_of[w]]
+    counts = np.array([len(others[w]) for w in tokens], dtype=np.int64)
+    offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    rows = np.fromiter((r for w in tokens for r in others[w]), dtype=np.int64, count=int(offsets[-1]))
+    return offsets, rows
+
+
 def file_digest(path: Path, chunk: int = 1 << 22) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -107,6 +132,8 @@ class TrainData:
     identity: str               # digest of data + embeddings: part of the checkpoint fingerprint
     near_offsets: torch.Tensor | None = None  # (M + 1,) int64 CSR offsets of one-word-miss captions
     near_rows: torch.Tensor | None = None     # (K,) int64 rows (in these M), see near_miss_partners
+    order_offsets: torch.Tensor | None = None  # (M + 1,) int64 CSR offsets of same-words-other-order captions
+    order_rows: torch.Tensor | None = None     # (J,) int64 rows (in these M), see word_order_partners
 
     @property
     def resolution(self) -> int:
@@ -145,6 +172,7 @@ def load_train_data(prepared_dir: str | Path, embeddings_dir: str | Path) -> Tra
     captions = prepared.table["caption"].astype(str).to_numpy()[train_rows].tolist()
     image_index = prepared.table["image_index"].to_numpy()[train_rows].astype(np.int64)
     near_offsets, near_rows = near_miss_partners(captions, image_index)
+    order_offsets, order_rows = word_order_partners(captions, image_index)
     identity = hashlib.sha256()
     for path in (prepared.path / "captions.parquet", prepared.path / "images.npy", emb_path):
         identity.update(file_digest(path).encode())
@@ -160,6 +188,8 @@ def load_train_data(prepared_dir: str | Path, embeddings_dir: str | Path) -> Tra
         identity=identity.hexdigest(),
         near_offsets=torch.from_numpy(near_offsets),
         near_rows=torch.from_numpy(near_rows),
+        order_offsets=torch.from_numpy(order_offsets),
+        order_rows=torch.from_numpy(order_rows),
     )
 
 

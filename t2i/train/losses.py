@@ -39,6 +39,7 @@ class LossConfig:
     contrastive_d: float = 0.0        # weight of the cross-entropy against one-word misses in D's loss
     contrastive_g: float = 0.0        # ... and in G's, on its fakes through the frozen D
     contrastive_candidates: int = 8   # K candidates per image
+    contrastive_word_order: int = 0   # ... plus up to this many captions with its words in another order
     diversity_pairs: float = 0.5  # share of the batch that repeats a caption for the mode-seeking term
 
 

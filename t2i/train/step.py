@@ -139,6 +139,25 @@ def near_miss_candidates(
     return cand, (count > 0)[:, None].expand(-1, k)
 
 
+def with_word_order_candidates(
+    data: TrainData, rows: torch.Tensor, cand_rows: torch.Tensor, valid: torch.Tensor, n: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Append up to `n` captions with the row's words in another order (the first n of
+    `word_order_partners`; no random draw) to its K candidates: (rows (B, K+n), valid (B, K+n)).
+    Their sentence vectors lie nearest the true one (a role swap in a copula sentence moves USE
+    least: docs/results/tuning.md, session 9); inside the softmax a candidate's gradient grows as
+    D's margin on it shrinks, where the hinge weighs every wrong caption alike."""
+    b = len(rows)
+    if n == 0 or data.order_offsets is None or data.order_rows is None or len(data.order_rows) == 0:
+        extra, ok = torch.zeros(b, n, dtype=torch.long), torch.zeros(b, n, dtype=torch.bool)
+    else:
+        start, count = data.order_offsets[rows], data.order_offsets[rows + 1] - data.order_offsets[rows]
+        j = torch.arange(n)[None, :]  # (1, n)
+        ok = j < count[:, None]  # (B, n)
+        extra = data.order_rows[(start[:, None] + j).clamp(max=len(data.order_rows) - 1)]
+    return torch.cat([cand_rows, extra.to(cand_rows.device)], dim=1), torch.cat([valid, ok.to(valid.device)], dim=1)
+
+
 def _backward_step(loss: torch.Tensor, opt: torch.optim.Optimizer, scaler: torch.amp.GradScaler | None) -> None:
     if scaler is None:
         loss.backward()
@@ -179,6 +198,8 @@ def train_step(
     cands = cands_fake = valid = valid_fake = None
     if loss_cfg.contrastive_d > 0 or loss_cfg.contrastive_g > 0:  # drawn after everything else: weight 0 draws what it always drew
         cand_rows, valid = near_miss_candidates(data, rows, loss_cfg.contrastive_candidates, gen)
+        if loss_cfg.contrastive_word_order > 0:  # plus the captions with the same words in other orders
+            cand_rows, valid = with_word_order_candidates(data, rows, cand_rows, valid, loss_cfg.contrastive_word_order)
         raw = data.text[cand_rows].to(runtime.device)  # (B, K, D)
         cands = sentence(raw.flatten(0, 1)).view_as(raw)
         valid = valid.to(runtime.device)
