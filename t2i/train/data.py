@@ -54,6 +54,26 @@ def swap_partners(captions: list[str]) -> np.ndarray:
     return partner
 
 
+def _distinct_texts(captions: list[str], image_index: np.ndarray) -> tuple[
+        list[tuple[str, ...]], dict[tuple[str, ...], int], dict[tuple[str, ...], set[int]]]:
+    """Tokens of each caption, the first row of each distinct text, and the images it describes."""
+    tokens = [words(c) for c in captions]
+    first_row: dict[tuple[str, ...], int] = {}
+    images_of: dict[tuple[str, ...], set[int]] = {}
+    for i, w in enumerate(tokens):
+        first_row.setdefault(w, i)
+        images_of.setdefault(w, set()).add(int(image_index[i]))
+    return tokens, first_row, images_of
+
+
+def _csr(tokens: list[tuple[str, ...]], others: dict[tuple[str, ...], list[int]]) -> tuple[np.ndarray, np.ndarray]:
+    """Per-caption row lists as CSR arrays: caption i's rows are ``rows[offsets[i]:offsets[i + 1]]``."""
+    counts = np.array([len(others[w]) for w in tokens], dtype=np.int64)
+    offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    rows = np.fromiter((r for w in tokens for r in others[w]), dtype=np.int64, count=int(offsets[-1]))
+    return offsets, rows
+
+
 def near_miss_partners(captions: list[str], image_index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """For each caption, the captions that differ from it in exactly one word ("the center is
     yellow" / "the center is blue"), as CSR arrays: the rows of caption i are
@@ -65,12 +85,7 @@ def near_miss_partners(captions: list[str], image_index: np.ndarray) -> tuple[np
     the negative that makes each slot matter. On human captions a one-word miss can be a synonym
     (centre / center): train.near_miss=false turns them off.
     """
-    tokens = [words(c) for c in captions]
-    first_row: dict[tuple[str, ...], int] = {}
-    images_of: dict[tuple[str, ...], set[int]] = {}
-    for i, w in enumerate(tokens):
-        first_row.setdefault(w, i)
-        images_of.setdefault(w, set()).add(int(image_index[i]))
+    tokens, first_row, images_of = _distinct_texts(captions, image_index)
     by_key: dict[tuple[int, tuple[str, ...]], list[tuple[str, ...]]] = {}
     for w in first_row:
         for pos in range(len(w)):
@@ -81,10 +96,7 @@ def near_miss_partners(captions: list[str], image_index: np.ndarray) -> tuple[np
             continue
         for w in group:
             near[w].extend(first_row[o] for o in group if o != w and not images_of[o] & images_of[w])
-    counts = np.array([len(near[w]) for w in tokens], dtype=np.int64)
-    offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-    rows = np.fromiter((r for w in tokens for r in near[w]), dtype=np.int64, count=int(offsets[-1]))
-    return offsets, rows
+    return _csr(tokens, near)
 
 
 def word_order_partners(captions: list[str], image_index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -93,23 +105,13 @@ def word_order_partners(captions: list[str], image_index: np.ndarray) -> tuple[n
     out). ``swap_partners`` keeps one of them; a caption naming three colours has up to five
     (every permutation of the roles), and G's mistakes on such captions are often not the one
     kept (docs/results/tuning.md, session 10)."""
-    tokens = [words(c) for c in captions]
-    first_row: dict[tuple[str, ...], int] = {}
-    images_of: dict[tuple[str, ...], set[int]] = {}
+    tokens, first_row, images_of = _distinct_texts(captions, image_index)
     bags: dict[tuple[str, ...], list[tuple[str, ...]]] = {}
-    for i, w in enumerate(tokens):
-        if w not in first_row:
-            first_row[w] = i
-            bags.setdefault(tuple(sorted(w)), []).append(w)
-        images_of.setdefault(w, set()).add(int(image_index[i]))
-    others: dict[tuple[str, ...], list[int]] = {}
-    for group in bags.values():
-        for w in group:
-            others[w] = [first_row[o] for o in group if o != w and not images_of[o] & images_of[w]]
-    counts = np.array([len(others[w]) for w in tokens], dtype=np.int64)
-    offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-    rows = np.fromiter((r for w in tokens for r in others[w]), dtype=np.int64, count=int(offsets[-1]))
-    return offsets, rows
+    for w in first_row:
+        bags.setdefault(tuple(sorted(w)), []).append(w)
+    others = {w: [first_row[o] for o in group if o != w and not images_of[o] & images_of[w]]
+              for group in bags.values() for w in group}
+    return _csr(tokens, others)
 
 
 def file_digest(path: Path, chunk: int = 1 << 22) -> str:
