@@ -11,7 +11,8 @@ import torch
 
 from t2i.train import NonFiniteLossError, Outputs, load_train_data, train
 from t2i.train.checkpoint import load_checkpoint
-from t2i.train.data import ShardedSampler, bag_of_words, near_miss_partners, swap_partners, word_order_partners
+from t2i.train.data import (ShardedSampler, bag_of_words, image_captions, near_miss_partners, swap_partners,
+                            word_order_partners)
 from test_train_fixtures import make_dataset, small_params
 
 
@@ -137,6 +138,54 @@ def test_word_order_candidates_follow_the_one_word_misses(tmp_path: Path) -> Non
     base = train(small_params(steps=2, contrastive_word_order=0), data, _outs(tmp_path / "a"))
     orders = train(small_params(steps=2, contrastive_word_order=5), data, _outs(tmp_path / "b"))
     assert base.history[-1]["loss_d_contrastive"] != orders.history[-1]["loss_d_contrastive"]
+
+
+def test_image_captions_are_the_other_captions_of_the_same_image() -> None:
+    offsets, rows = image_captions(np.array([2, 0, 2, 1, 0, 2]))
+    others = [rows[offsets[i]:offsets[i + 1]].tolist() for i in range(6)]
+    assert others == [[2, 5], [4], [0, 5], [], [1], [0, 2]]
+
+
+def test_extra_captions_join_the_contrastive_term_of_d_only(tmp_path: Path) -> None:
+    from t2i.train.step import sibling_captions
+
+    data = load_train_data(*make_dataset(tmp_path))
+    rows = torch.arange(len(data.text))
+    sib, exists = sibling_captions(data, rows, 3)
+    assert sib.shape == exists.shape == (len(rows), 3)
+    assert exists.any() and not exists.all()  # the fixture's images have 1-4 train captions
+    for i in rows.tolist():
+        for r in sib[i][exists[i]].tolist():
+            assert r != i and data.image_index[r] == data.image_index[i]
+        assert int(exists[i].sum()) == min(3, int((data.image_index == data.image_index[i]).sum()) - 1)
+    # The extra rows change D's contrastive term from the first step on.
+    one = train(small_params(steps=2, contrastive_captions=1), data, _outs(tmp_path / "a"))
+    four = train(small_params(steps=2, contrastive_captions=4), data, _outs(tmp_path / "b"))
+    assert one.history[0]["loss_d_contrastive"] != four.history[0]["loss_d_contrastive"]
+
+
+def test_rotating_swap_partner_turns_through_every_other_order(tmp_path: Path) -> None:
+    from t2i.train.step import rotating_swap_partner
+
+    data = load_train_data(*make_dataset(tmp_path))
+    rows = torch.arange(len(data.text))
+    count = data.order_offsets[1:] - data.order_offsets[:-1]
+    assert (count > 0).any()
+    seen: dict[int, set[int]] = {i: set() for i in rows.tolist()}
+    for step in range(int(count.max())):
+        p = rotating_swap_partner(data, rows, data.partner, step)
+        for i in rows.tolist():
+            seen[i].add(int(p[i]))
+    words = [bag_of_words(c) for c in data.table.query("split == 'train'").caption]
+    for i in rows.tolist():
+        if count[i] > 0:  # every other order in turn, none of them the caption's own image
+            assert seen[i] == set(data.order_rows[data.order_offsets[i]:data.order_offsets[i + 1]].tolist())
+            assert all(words[r] == words[i] and data.image_index[r] != data.image_index[i] for r in seen[i])
+        else:             # nothing to turn through: the fixed partner (or -1)
+            assert seen[i] == {int(data.partner[i])}
+    fixed = train(small_params(steps=2), data, _outs(tmp_path / "a"))
+    turning = train(small_params(steps=2, swap_all_orders=True), data, _outs(tmp_path / "b"))
+    assert fixed.history[-1]["loss_d_mismatch"] != turning.history[-1]["loss_d_mismatch"]
 
 
 def test_sampler_state_reproduces_next_batch() -> None:

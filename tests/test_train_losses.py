@@ -138,6 +138,30 @@ def test_contrastive_term_is_the_cross_entropy_of_separate_forwards() -> None:
     assert torch.equal(same, base) and "loss_d_contrastive" not in same_stats
 
 
+def test_extra_true_captions_add_their_own_cross_entropy_rows() -> None:
+    """`extra_true`: more captions of the same real images, each against its own candidates, in
+    the same D call; the term is the mean over every existing (image, caption) row."""
+    torch.manual_seed(0)
+    d = Discriminator(GANConfig(resolution=32, text_dim=16, d_width=8, attention=())).eval()
+    real, text, fake, text_fake, text_mis = (torch.randn(4, 3, 32, 32), torch.randn(4, 16),
+                                             torch.randn(4, 3, 32, 32), torch.randn(4, 16), torch.randn(4, 16))
+    extra_text, image_of = torch.randn(3, 16), torch.tensor([0, 2, 2])  # (E, D), (E,)
+    exists = torch.tensor([True, True, False])  # the last slot is empty: it must not count
+    cands, valid = torch.randn(7, 2, 16), torch.ones(7, 2, dtype=torch.bool)  # (B + E, K, D)
+    cfg = LossConfig(ma_gp_weight=0.0, contrastive_d=1.0, contrastive_candidates=2)
+    base, _ = discriminator_loss(d, real, text, fake, text_fake, text_mis, LossConfig(ma_gp_weight=0.0))
+    loss, stats = discriminator_loss(d, real, text, fake, text_fake, text_mis, cfg, 0, cands, valid,
+                                     extra_true=(extra_text, image_of, exists))
+    images = torch.cat([real, real[image_of]])  # (B + E, 3, R, R)
+    trues = torch.cat([text, extra_text])
+    logits = torch.stack([d(images, trues)] + [d(images, cands[:, k]) for k in range(2)], dim=1)  # (B + E, 3)
+    per_row = torch.nn.functional.cross_entropy(logits, torch.zeros(7, dtype=torch.long), reduction="none")
+    expected = per_row[:6].mean()  # rows 0-3 (the sampled captions) and the two extra that exist
+    assert torch.allclose(stats["loss_d_contrastive"], expected, atol=1e-5)
+    assert torch.allclose(loss, base + expected, atol=1e-5)
+    assert not torch.allclose(expected, per_row[:4].mean())  # the extra rows do change the term
+
+
 def test_mode_seeking_pairs_repeat_the_first_captions_at_the_end_of_the_batch() -> None:
     """`diversity_pairs`: how many fakes repeat a caption with new noise, and which rows the
     mode-seeking term compares (row i against row B - P + i)."""

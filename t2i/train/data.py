@@ -114,6 +114,22 @@ def word_order_partners(captions: list[str], image_index: np.ndarray) -> tuple[n
     return _csr(tokens, others)
 
 
+def image_captions(image_index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For each caption, the other captions of its image, as CSR arrays like
+    ``near_miss_partners`` (in row order). Real datasets have 5-10 captions per image (CUB,
+    Oxford-102), the synthetic one 4; the contrastive term can score an image against all of
+    them instead of one per step (``train.contrastive_captions``)."""
+    order = np.argsort(image_index, kind="stable")
+    sorted_images = image_index[order]
+    starts = np.searchsorted(sorted_images, image_index, side="left")
+    ends = np.searchsorted(sorted_images, image_index, side="right")
+    others = {i: [int(r) for r in order[starts[i] : ends[i]] if r != i] for i in range(len(image_index))}
+    counts = np.array([len(others[i]) for i in range(len(image_index))], dtype=np.int64)
+    offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    rows = np.fromiter((r for i in range(len(image_index)) for r in others[i]), dtype=np.int64, count=int(offsets[-1]))
+    return offsets, rows
+
+
 def file_digest(path: Path, chunk: int = 1 << 22) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -136,6 +152,8 @@ class TrainData:
     near_rows: torch.Tensor | None = None     # (K,) int64 rows (in these M), see near_miss_partners
     order_offsets: torch.Tensor | None = None  # (M + 1,) int64 CSR offsets of same-words-other-order captions
     order_rows: torch.Tensor | None = None     # (J,) int64 rows (in these M), see word_order_partners
+    sibling_offsets: torch.Tensor | None = None  # (M + 1,) int64 CSR offsets of the same image's other captions
+    sibling_rows: torch.Tensor | None = None     # (S,) int64 rows (in these M), see image_captions
 
     @property
     def resolution(self) -> int:
@@ -175,6 +193,7 @@ def load_train_data(prepared_dir: str | Path, embeddings_dir: str | Path) -> Tra
     image_index = prepared.table["image_index"].to_numpy()[train_rows].astype(np.int64)
     near_offsets, near_rows = near_miss_partners(captions, image_index)
     order_offsets, order_rows = word_order_partners(captions, image_index)
+    sibling_offsets, sibling_rows = image_captions(image_index)
     identity = hashlib.sha256()
     for path in (prepared.path / "captions.parquet", prepared.path / "images.npy", emb_path):
         identity.update(file_digest(path).encode())
@@ -192,6 +211,8 @@ def load_train_data(prepared_dir: str | Path, embeddings_dir: str | Path) -> Tra
         near_rows=torch.from_numpy(near_rows),
         order_offsets=torch.from_numpy(order_offsets),
         order_rows=torch.from_numpy(order_rows),
+        sibling_offsets=torch.from_numpy(sibling_offsets),
+        sibling_rows=torch.from_numpy(sibling_rows),
     )
 
 

@@ -139,7 +139,8 @@ def loss_config(params: Any) -> LossConfig:  # params: t2i.config.TrainParams
     return LossConfig(params.loss, params.ma_gp_weight, params.ma_gp_power, params.ma_gp_every, params.mismatch_weight,
                       params.near_miss, params.near_miss_pool, params.diversity_weight,
                       params.contrastive_d, params.contrastive_g, params.contrastive_candidates,
-                      diversity_pairs=params.diversity_pairs, contrastive_word_order=params.contrastive_word_order)
+                      diversity_pairs=params.diversity_pairs, contrastive_word_order=params.contrastive_word_order,
+                      contrastive_captions=params.contrastive_captions, swap_all_orders=params.swap_all_orders)
 
 
 def train(

@@ -40,15 +40,23 @@ class LossConfig:
     contrastive_g: float = 0.0        # ... and in G's, on its fakes through the frozen D
     contrastive_candidates: int = 8   # K candidates per image
     contrastive_word_order: int = 0   # ... plus up to this many captions with its words in another order
+    contrastive_captions: int = 1     # D's term scores each real image with up to this many of its captions
+    swap_all_orders: bool = False     # the hinge's swap negative turns through every other word order
     diversity_pairs: float = 0.5  # share of the batch that repeats a caption for the mode-seeking term
 
 
-def candidate_ce(out_true: torch.Tensor, out_cand: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-    """Mean cross-entropy of the true caption against its candidates, per image.
+def candidate_ce(out_true: torch.Tensor, out_cand: torch.Tensor, valid: torch.Tensor,
+                 count: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean cross-entropy of the true caption against its candidates, per (image, caption) row.
     out_true (B,), out_cand (B, K) scores, valid (B, K) bool (False: no such candidate, ignored).
-    Rows without a valid candidate contribute 0 (softmax over the true caption alone)."""
+    Rows without a valid candidate contribute 0 (softmax over the true caption alone).
+    count (B,) bool: rows that exist at all (an image's extra caption slot may be empty); the
+    mean is over those."""
     logits = torch.cat([out_true[:, None], out_cand.masked_fill(~valid, float("-inf"))], dim=1)  # (B, 1+K)
-    return (torch.logsumexp(logits, dim=1) - out_true).mean()
+    ce = torch.logsumexp(logits, dim=1) - out_true  # (B,)
+    if count is None:
+        return ce.mean()
+    return (ce * count).sum() / count.sum().clamp(min=1)
 
 
 def _neg(out: torch.Tensor, kind: str) -> torch.Tensor:
@@ -73,6 +81,7 @@ def discriminator_loss(
     cands: torch.Tensor | None = None,   # (B, K, D) one-word-miss candidates of the true captions
     cand_valid: torch.Tensor | None = None,  # (B, K) bool
     hard_pool: tuple[torch.Tensor, torch.Tensor] | None = None,  # (B, P, D) one-word misses, (B,) bool rows
+    extra_true: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,  # (E, D), (E,) image, (E,) bool
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """One D forward: features of [real|fake] once, scored against [true|generating|mismatched
     (|P hard-negative pool)(|K candidates)] captions. D has no batch norm, so this equals
@@ -81,7 +90,10 @@ def discriminator_loss(
 
     `hard_pool`: on its rows the mismatched score is the best of the P pool scores -- the hinge
     on the one-word miss D currently matches best (hard negatives), ranked by this same forward
-    instead of a separate pass over the real images; the max routes the gradient to that one."""
+    instead of a separate pass over the real images; the max routes the gradient to that one.
+
+    `extra_true`: more true captions of the real images (sentence, image row, exists), each with
+    its own candidates in rows B.. of `cands`: the contrastive term scores them like the first."""
     b = real.shape[0]
     use_ce = cfg.contrastive_d > 0 and cands is not None and cand_valid is not None
     # The penalty's double backward costs about as much as the rest of the D step: with
@@ -96,9 +108,15 @@ def discriminator_loss(
         n_pool = hard_pool[0].shape[1]
         index.append(torch.arange(b).repeat_interleave(n_pool))  # (B*P,)
         texts.append(hard_pool[0].flatten(0, 1))
+    n_extra = 0
+    if use_ce and extra_true is not None:
+        n_extra = extra_true[0].shape[0]
+        index.append(extra_true[1].cpu())  # (E,)
+        texts.append(extra_true[0])
     if use_ce:
         k = cands.shape[1]
-        index.append(torch.arange(b).repeat_interleave(k))  # (B*K,)
+        rows_of = torch.arange(b) if n_extra == 0 else torch.cat([torch.arange(b), extra_true[1].cpu()])  # (B [+ E],)
+        index.append(rows_of.repeat_interleave(k))  # ((B + E) * K,)
         texts.append(cands.flatten(0, 1))
     out = d(torch.cat([real_in, fake.detach()]), torch.cat(texts), torch.cat(index).to(real.device))
     out = out.float()  # (3B [+ B*K],) scores; the loss is computed in fp32 even under autocast
@@ -113,7 +131,13 @@ def discriminator_loss(
     loss = loss_real + (loss_fake + w * loss_mis) / (1.0 + w)
     stats = {"loss_d_real": loss_real.detach(), "loss_d_fake": loss_fake.detach(), "loss_d_mismatch": loss_mis.detach()}
     if use_ce:
-        ce = candidate_ce(out_real, out[(3 + n_pool) * b :].view(b, -1), cand_valid)
+        start = (3 + n_pool) * b
+        if n_extra == 0:
+            ce = candidate_ce(out_real, out[start:].view(b, -1), cand_valid)
+        else:
+            true = torch.cat([out_real, out[start : start + n_extra]])  # (B + E,)
+            exists = torch.cat([torch.ones(b, dtype=torch.bool, device=out.device), extra_true[2]])
+            ce = candidate_ce(true, out[start + n_extra :].view(b + n_extra, -1), cand_valid, exists)
         loss = loss + cfg.contrastive_d * ce
         stats["loss_d_contrastive"] = ce.detach()
     if use_gp:

@@ -29,6 +29,9 @@ class GANState:
     opt_g: torch.optim.Adam
     opt_d: torch.optim.Adam
     scaler: torch.amp.GradScaler | None = None  # fp16 on CUDA only; bf16/fp32 need no scaling
+    # G's text_norm of every train caption, computed once (text_norm is fitted before training
+    # and never changes): the extra captions' candidates are gathered from it, not re-whitened.
+    normed_text: torch.Tensor | None = None  # (M, D)
 
 
 def build_state(
@@ -158,6 +161,28 @@ def with_word_order_candidates(
     return torch.cat([cand_rows, extra.to(cand_rows.device)], dim=1), torch.cat([valid, ok.to(valid.device)], dim=1)
 
 
+def sibling_captions(data: TrainData, rows: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Up to `n` other captions of each row's image (the first n of `image_captions`; no random
+    draw): (rows (B, n) of data.text, exists (B, n) bool)."""
+    b = len(rows)
+    if n == 0 or data.sibling_offsets is None or data.sibling_rows is None or len(data.sibling_rows) == 0:
+        return torch.zeros(b, n, dtype=torch.long), torch.zeros(b, n, dtype=torch.bool)
+    start, count = data.sibling_offsets[rows], data.sibling_offsets[rows + 1] - data.sibling_offsets[rows]
+    j = torch.arange(n)[None, :]  # (1, n)
+    return data.sibling_rows[(start[:, None] + j).clamp(max=len(data.sibling_rows) - 1)], j < count[:, None]
+
+
+def rotating_swap_partner(data: TrainData, rows: torch.Tensor, partner: torch.Tensor, step: int) -> torch.Tensor:
+    """The hinge's word-order negative taken in turn from all of a row's other orders
+    (`word_order_partners`, the (step + row)-th; no random draw) instead of the one fixed
+    `swap_partners` row; rows without such a caption keep their fixed partner. (B,) rows."""
+    if data.order_offsets is None or data.order_rows is None or len(data.order_rows) == 0:
+        return partner
+    start, count = data.order_offsets[rows], data.order_offsets[rows + 1] - data.order_offsets[rows]
+    turn = data.order_rows[(start + (step + rows) % count.clamp(min=1)).clamp(max=len(data.order_rows) - 1)]
+    return torch.where(count > 0, turn, partner)
+
+
 def _backward_step(loss: torch.Tensor, opt: torch.optim.Optimizer, scaler: torch.amp.GradScaler | None) -> None:
     if scaler is None:
         loss.backward()
@@ -180,6 +205,8 @@ def train_step(
 ) -> dict[str, torch.Tensor]:
     gen = step_generator(seed, rank, step)
     real, text, partner = data.batch(rows, runtime.device, runtime.channels_last)
+    if loss_cfg.swap_all_orders:
+        partner = rotating_swap_partner(data, rows, partner, step)
     b = real.shape[0]
     z = torch.randn(b, state.g_raw.config.z_dim, generator=gen).to(runtime.device)
     pairs = mode_seeking_pairs(b, loss_cfg)
@@ -204,6 +231,25 @@ def train_step(
         cands = sentence(raw.flatten(0, 1)).view_as(raw)
         valid = valid.to(runtime.device)
         cands_fake, valid_fake = cands[fake_rows], valid[fake_rows]
+    extra_true = None
+    if loss_cfg.contrastive_d > 0 and loss_cfg.contrastive_captions > 1:
+        # The image's other captions, each against its own candidates, in D's term only: more
+        # evidence per feature pass (a quarter of the synthetic captions name the centre; most
+        # images have one that does), while G keeps drawing each caption as sampled.
+        sib, exists = sibling_captions(data, rows, loss_cfg.contrastive_captions - 1)  # (B, n)
+        flat, exists = sib.flatten(), exists.flatten()  # (E,) with E = B * n
+        e_rows, e_valid = near_miss_candidates(data, flat, loss_cfg.contrastive_candidates, gen)
+        if loss_cfg.contrastive_word_order > 0:
+            e_rows, e_valid = with_word_order_candidates(data, flat, e_rows, e_valid, loss_cfg.contrastive_word_order)
+        e_valid = e_valid & exists[:, None]
+        if state.normed_text is None:
+            with torch.no_grad():
+                state.normed_text = sentence(data.text.to(runtime.device))  # (M, D)
+        e_rows = e_rows.to(runtime.device)
+        cands = torch.cat([cands, state.normed_text[e_rows]])  # (B + E, K, D)
+        valid = torch.cat([valid, e_valid.to(runtime.device)])
+        image_of = torch.arange(b).repeat_interleave(sib.shape[1])  # (E,) batch row of each extra caption
+        extra_true = (state.normed_text[flat.to(runtime.device)], image_of, exists.to(runtime.device))
 
     with runtime.autocast():
         fake = state.g(z, text_fake)  # (B, 3, R, R)
@@ -212,7 +258,7 @@ def train_step(
     state.opt_d.zero_grad(set_to_none=True)
     with runtime.autocast():
         loss_d, stats_d = discriminator_loss(state.d, real, sentence(text), fake, sentence(text_fake), sentence(mis.text), loss_cfg, step,
-                                              cands, valid, hard)
+                                              cands, valid, hard, extra_true)
     _backward_step(loss_d, state.opt_d, state.scaler)
 
     # --- G step: D frozen and called unwrapped (no DDP bookkeeping for a D that is not updated)
