@@ -83,10 +83,10 @@ class TrainParams(Section):
     diversity_pairs: float = Field(0.5, gt=0.0, le=0.5)  # share of the batch whose caption repeats with new noise for it
     # Cross-entropy of each image's caption against K one-word misses, for D (real) and G (fakes).
     contrastive_d: float = Field(1.0, ge=0.0, le=1e3)  # its weight in D's loss (real images)
-    contrastive_g: float = Field(0.0, ge=0.0, le=1e3)  # its weight in G's loss (fakes, through D)
+    contrastive_g: float = Field(0.5, ge=0.0, le=1e3)  # its weight in G's loss (fakes, through D)
     contrastive_candidates: int = Field(32, ge=1, le=64)
     contrastive_word_order: int = Field(5, ge=0, le=16)  # + up to this many same-words-other-order captions
-    contrastive_captions: int = Field(1, ge=1, le=16)  # captions of each real image in D's term (its other ones too)
+    contrastive_captions: int = Field(4, ge=1, le=16)  # captions of each real image in D's term (its other ones too)
     swap_all_orders: bool = False  # the hinge's word-order negative turns through every other order, not one fixed
     lr_g: float = Field(5e-4, gt=0.0, le=1.0)
     lr_d: float = Field(1e-3, gt=0.0, le=1.0)
