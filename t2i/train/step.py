@@ -151,6 +151,17 @@ def near_miss_candidates(
     return cand, (count > 0)[:, None].expand(-1, k)
 
 
+def first_of_csr(offsets: torch.Tensor | None, csr_rows: torch.Tensor | None, rows: torch.Tensor, n: int,
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first `n` entries of each row's CSR list (no random draw): (entries (B, n), exists (B, n))."""
+    b = len(rows)
+    if n == 0 or offsets is None or csr_rows is None or len(csr_rows) == 0:
+        return torch.zeros(b, n, dtype=torch.long), torch.zeros(b, n, dtype=torch.bool)
+    start, count = offsets[rows], offsets[rows + 1] - offsets[rows]
+    j = torch.arange(n)[None, :]  # (1, n)
+    return csr_rows[(start[:, None] + j).clamp(max=len(csr_rows) - 1)], j < count[:, None]
+
+
 def with_word_order_candidates(
     data: TrainData, rows: torch.Tensor, cand_rows: torch.Tensor, valid: torch.Tensor, n: int,
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -159,26 +170,14 @@ def with_word_order_candidates(
     Their sentence vectors lie nearest the true one (a role swap in a copula sentence moves USE
     least: docs/results/tuning.md, session 9); inside the softmax a candidate's gradient grows as
     D's margin on it shrinks, where the hinge weighs every wrong caption alike."""
-    b = len(rows)
-    if n == 0 or data.order_offsets is None or data.order_rows is None or len(data.order_rows) == 0:
-        extra, ok = torch.zeros(b, n, dtype=torch.long), torch.zeros(b, n, dtype=torch.bool)
-    else:
-        start, count = data.order_offsets[rows], data.order_offsets[rows + 1] - data.order_offsets[rows]
-        j = torch.arange(n)[None, :]  # (1, n)
-        ok = j < count[:, None]  # (B, n)
-        extra = data.order_rows[(start[:, None] + j).clamp(max=len(data.order_rows) - 1)]
+    extra, ok = first_of_csr(data.order_offsets, data.order_rows, rows, n)
     return torch.cat([cand_rows, extra.to(cand_rows.device)], dim=1), torch.cat([valid, ok.to(valid.device)], dim=1)
 
 
 def sibling_captions(data: TrainData, rows: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Up to `n` other captions of each row's image (the first n of `image_captions`; no random
     draw): (rows (B, n) of data.text, exists (B, n) bool)."""
-    b = len(rows)
-    if n == 0 or data.sibling_offsets is None or data.sibling_rows is None or len(data.sibling_rows) == 0:
-        return torch.zeros(b, n, dtype=torch.long), torch.zeros(b, n, dtype=torch.bool)
-    start, count = data.sibling_offsets[rows], data.sibling_offsets[rows + 1] - data.sibling_offsets[rows]
-    j = torch.arange(n)[None, :]  # (1, n)
-    return data.sibling_rows[(start[:, None] + j).clamp(max=len(data.sibling_rows) - 1)], j < count[:, None]
+    return first_of_csr(data.sibling_offsets, data.sibling_rows, rows, n)
 
 
 def rotating_swap_partner(data: TrainData, rows: torch.Tensor, partner: torch.Tensor, step: int) -> torch.Tensor:
