@@ -1,7 +1,7 @@
 """One tuning run without DVC: train with overrides on an existing project's data, evaluate, print JSON.
 
     python benchmarks/tune_train.py NAME '{"train": {"steps": 1200, "lr_g": 0.0005}}' \
-        [--project DIR] [--out DIR]
+        [--project DIR] [--out DIR] [--matcher DIR]
     python benchmarks/tune_train.py W2 '{"train": {"text_norm": "scale"}, "model": {"noise_in_blocks": false}}'
 
 DIR must hold data/prepared and data/embeddings from a `dvc repro` (the default: this project).
@@ -36,6 +36,8 @@ def main() -> None:
     ap.add_argument("name")
     ap.add_argument("overrides", help='JSON: {"train": {...}, "evaluate": {...}, "model": {...}}')
     ap.add_argument("--project", type=Path, default=ROOT, help="where data/prepared and data/embeddings are")
+    ap.add_argument("--matcher", type=Path, default=None,
+                    help="matcher directory for train.matcher_weight > 0 (default: PROJECT/data/matcher)")
     ap.add_argument("--out", type=Path, default=Path(tempfile.gettempdir()) / "t2i-tune", help="runs go to OUT/NAME")
     args = ap.parse_args()
     over = json.loads(args.overrides)
@@ -47,6 +49,7 @@ def main() -> None:
 
     import t2i.train.loop as loop
     from t2i.eval.pipeline import evaluate
+    from t2i.models.matcher import Matcher
     from t2i.train import Outputs, load_train_data
 
     base_config = loop.model_config
@@ -61,8 +64,9 @@ def main() -> None:
     data = load_train_data(prepared, embeddings)
 
     t0 = time.perf_counter()
+    matcher = Matcher.load(args.matcher or args.project / "data" / "matcher") if train_params.matcher_weight > 0 else None
     result = loop.train(train_params, data, Outputs(models=out / "models", checkpoints=out / "checkpoints",
-                                                    losses_csv=out / "losses.csv"))
+                                                    losses_csv=out / "losses.csv"), matcher=matcher)
     train_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     evaluate(eval_params, prepared, embeddings, out / "models", out / "eval", track=False)

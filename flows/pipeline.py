@@ -64,7 +64,7 @@ def publish(root: str, exp_name: str | None) -> dict[str, float]:
 @flow(name="t2i-pipeline")
 def pipeline(overrides: dict[str, Any] | None = None, exp_name: str | None = None, force: bool = False,
              project_dir: str = ".") -> dict[str, float]:
-    """Run ingest -> embed -> train -> evaluate through DVC; overrides or a name make a DVC experiment."""
+    """Run ingest -> embed -> matcher -> train -> evaluate through DVC; overrides or a name make a DVC experiment."""
     root = str(Path(project_dir).resolve())
     if overrides:
         exp_name = exp_name or f"t2i-{flow_run.name}"

@@ -12,8 +12,12 @@ import sys
 from typing import Any
 
 from t2i.config import load_section
+from t2i.models.matcher import Matcher
 from t2i.train import NonFiniteLossError, Outputs, TrainData, TrainingInterrupted, init_distributed, load_train_data, train
 from t2i.train.distributed import device_type_hint, shutdown
+
+
+MATCHER = "data/matcher"
 
 
 def tracker_opener(params: Any, data: TrainData) -> Any:
@@ -43,13 +47,17 @@ def main(argv: list[str] | None = None) -> int:
     try:
         data = load_train_data("data/prepared", "data/embeddings")
         opener = None if args.no_tracking else tracker_opener(params, data)
-        result = train(params, data, Outputs(), ctx, opener)
+        matcher = Matcher.load(MATCHER) if params.matcher_weight > 0 else None
+        result = train(params, data, Outputs(), ctx, opener, matcher=matcher)
         if ctx.is_main:
             print(f"train: step {result.step}, {result.images_per_s:.0f} images/s -> models/")
         return 0
     except TrainingInterrupted as exc:
         print(f"train: {exc}", file=sys.stderr)
         return 128 + int(exc.signum)
+    except FileNotFoundError as exc:  # the matcher stage has not run
+        print(f"train: error: {exc}", file=sys.stderr)
+        return 2
     except NonFiniteLossError as exc:
         print(f"train: error: {exc}", file=sys.stderr)
         return 1

@@ -58,6 +58,18 @@ class EmbedParams(Section):
     device: Device = "auto"
 
 
+class MatcherParams(Section):
+    """The matcher stage (t2i/models/matcher.py): a frozen image-caption scorer for G's loss."""
+    seed: int = 0
+    steps: int = Field(1000, ge=1)
+    batch_size: int = Field(64, ge=2, le=65536)
+    candidates: int = Field(32, ge=1, le=64)   # one-word misses per caption
+    word_orders: int = Field(5, ge=0, le=16)   # + up to this many same-words-other-order captions
+    width: int = Field(16, ge=4, le=256)       # trunk channels at full resolution
+    device: Device = "auto"
+    threads: int | None = Field(None, ge=1, le=256)
+
+
 class TrainParams(Section):
     seed: int = 0
     steps: int = Field(1500, ge=1)
@@ -88,6 +100,8 @@ class TrainParams(Section):
     contrastive_word_order: int = Field(5, ge=0, le=16)  # + up to this many same-words-other-order captions
     contrastive_captions: int = Field(4, ge=1, le=16)  # captions of each real image in D's term (its other ones too)
     swap_all_orders: bool = False  # the hinge's word-order negative turns through every other order, not one fixed
+    # G's cross-entropy against the same candidates under the frozen matcher (the `matcher` stage); 0 = off
+    matcher_weight: float = Field(0.0, ge=0.0, le=1e3)
     lr_g: float = Field(5e-4, gt=0.0, le=1.0)
     lr_d: float = Field(1e-3, gt=0.0, le=1.0)
     lr_decay_from: float = Field(1.0, ge=0.0, le=1.0)  # fraction of steps after which both rates fall linearly to 0
@@ -133,6 +147,7 @@ class EvaluateParams(Section):
 SECTIONS: dict[str, type[Section]] = {
     "ingest": IngestParams,
     "embed": EmbedParams,
+    "matcher": MatcherParams,
     "train": TrainParams,
     "evaluate": EvaluateParams,
 }

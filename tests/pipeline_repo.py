@@ -13,6 +13,7 @@ REPO = Path(__file__).resolve().parents[1]
 # stage does its real work (every split non-empty, a checkpoint written, metrics computed).
 TINY_PARAMS = {
     "ingest": {"num_images": 96, "captions_per_image": 2, "test_fraction": 0.2, "unseen_fraction": 0.2},
+    "matcher": {"steps": 5},
     "train": {"steps": 4, "batch_size": 8, "checkpoint_every": 2, "sample_every": 2, "log_every": 1},
     "evaluate": {"max_captions": 8, "noise_samples": 2, "classifier_steps": 5,
                  "diversity_captions": 2, "diversity_samples": 2, "rprecision_candidates": 4},

@@ -24,6 +24,7 @@ import torch
 from tqdm import tqdm
 
 from t2i.models import GANConfig, save_generator
+from t2i.models.matcher import Matcher, matcher_digest
 from t2i.train.checkpoint import architecture, fingerprint, load_checkpoint, restore, save_checkpoint
 from t2i.train.data import ShardedSampler, TrainData
 from t2i.train.distributed import DistContext, any_rank, sync_buffers
@@ -140,7 +141,8 @@ def loss_config(params: Any) -> LossConfig:  # params: t2i.config.TrainParams
                       params.near_miss, params.near_miss_pool, params.diversity_weight,
                       params.contrastive_d, params.contrastive_g, params.contrastive_candidates,
                       diversity_pairs=params.diversity_pairs, contrastive_word_order=params.contrastive_word_order,
-                      contrastive_captions=params.contrastive_captions, swap_all_orders=params.swap_all_orders)
+                      contrastive_captions=params.contrastive_captions, swap_all_orders=params.swap_all_orders,
+                      matcher_weight=params.matcher_weight)
 
 
 def train(
@@ -150,14 +152,23 @@ def train(
     ctx: DistContext = DistContext(),
     open_tracker: OpenTracker | None = None,
     stop_after: int | None = None,   # tests: return after this many steps of this call
+    matcher: Matcher | None = None,  # the `matcher` stage's network: needed when train.matcher_weight > 0
 ) -> TrainResult:
     runtime = setup_runtime(params.device, params.precision, params.channels_last, params.threads, ctx.local_rank)
     seed_everything(params.seed)
     cfg = model_config(params, data)
     state = build_state(cfg, params.lr_g, params.lr_d, (params.beta1, params.beta2), runtime, ctx.enabled, data.text)
     loss_cfg = loss_config(params)
+    train_params = params.model_dump()
+    if params.matcher_weight > 0:
+        if matcher is None:
+            raise ValueError("train.matcher_weight > 0 needs the matcher: run the `matcher` stage "
+                             "(dvc repro matcher) or set train.matcher_weight=0")
+        state.matcher = matcher.to(runtime.device).eval().requires_grad_(False)
+        # A checkpoint trained against another matcher is not resumed against this one.
+        train_params["matcher_digest"] = matcher_digest(matcher)
     sampler = ShardedSampler(len(data.text), params.batch_size, params.seed, ctx.rank, ctx.world_size)
-    fp = fingerprint(params.model_dump(), data.identity, ctx.world_size, architecture(state))
+    fp = fingerprint(train_params, data.identity, ctx.world_size, architecture(state))
     say = print if ctx.is_main else (lambda *a, **k: None)
     # Which precision `auto` resolved to matters for speed by up to 10x (bf16 on an AVX2 CPU).
     threads = f", {torch.get_num_threads()} threads" if runtime.device.type == "cpu" else ""

@@ -25,6 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from t2i.models.matcher import SCALE, Matcher
+
 
 @dataclass(frozen=True)
 class LossConfig:
@@ -42,6 +44,7 @@ class LossConfig:
     contrastive_word_order: int = 0   # ... plus up to this many captions with its words in another order
     contrastive_captions: int = 1     # D's term scores each real image with up to this many of its captions
     swap_all_orders: bool = False     # the hinge's swap negative turns through every other word order
+    matcher_weight: float = 0.0       # G's cross-entropy against the same candidates under the frozen matcher
     diversity_pairs: float = 0.5  # share of the batch that repeats a caption for the mode-seeking term
 
 
@@ -57,6 +60,18 @@ def candidate_ce(out_true: torch.Tensor, out_cand: torch.Tensor, valid: torch.Te
     if count is None:
         return ce.mean()
     return (ce * count).sum() / count.sum().clamp(min=1)
+
+
+def match_ce(matcher: Matcher, image: torch.Tensor, true_emb: torch.Tensor, cand_emb: torch.Tensor,
+             valid: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of each image's own caption against its candidates under the matcher
+    (t2i/models/matcher.py): fitting it on real images, and in G's loss on fakes.
+    image (B, 3, R, R), true_emb (B, E), cand_emb (B, K, E) = `matcher.embed_text` outputs,
+    valid (B, K) bool."""
+    f = matcher.embed_image(image)  # (B, E)
+    s_true = (f * true_emb).sum(1) * SCALE  # (B,)
+    s_cand = (cand_emb * f[:, None]).sum(-1) * SCALE  # (B, K)
+    return candidate_ce(s_true.float(), s_cand.float(), valid)
 
 
 def _neg(out: torch.Tensor, kind: str) -> torch.Tensor:

@@ -14,8 +14,9 @@ import torch
 from torch import nn
 
 from t2i.models import Discriminator, GANConfig, Generator
+from t2i.models.matcher import Matcher
 from t2i.train.data import TrainData
-from t2i.train.losses import LossConfig, discriminator_loss, generator_loss
+from t2i.train.losses import LossConfig, discriminator_loss, generator_loss, match_ce
 from t2i.train.runtime import Runtime, step_generator
 
 
@@ -33,6 +34,10 @@ class GANState:
     # and never changes): the ~3,000 candidate captions of a step are gathered from it, not
     # re-whitened (a 512x512 matmul each, ~5% of a CPU step).
     normed_text: torch.Tensor | None = None  # (M, D)
+    # The frozen matcher (train.matcher_weight > 0) and its text embedding of every train caption,
+    # computed once like normed_text.
+    matcher: Matcher | None = None
+    matcher_text: torch.Tensor | None = None  # (M, E)
 
 
 def normed_train_text(state: GANState, data: TrainData, device: torch.device) -> torch.Tensor:
@@ -41,6 +46,15 @@ def normed_train_text(state: GANState, data: TrainData, device: torch.device) ->
         with torch.no_grad():
             state.normed_text = state.g_raw.text_norm(data.text.to(device))  # (M, D)
     return state.normed_text
+
+
+def matcher_train_text(state: GANState, data: TrainData, device: torch.device) -> torch.Tensor:
+    """`state.matcher_text`, computed on first use."""
+    if state.matcher_text is None:
+        assert state.matcher is not None
+        with torch.no_grad():
+            state.matcher_text = state.matcher.embed_text(data.text.to(device))  # (M, E)
+    return state.matcher_text
 
 
 def build_state(
@@ -174,6 +188,15 @@ def with_word_order_candidates(
     return torch.cat([cand_rows, extra.to(cand_rows.device)], dim=1), torch.cat([valid, ok.to(valid.device)], dim=1)
 
 
+def candidate_rows(data: TrainData, rows: torch.Tensor, k: int, word_orders: int,
+                   gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """K one-word misses plus up to `word_orders` other orders per row: rows (B, K'), valid (B, K')."""
+    cand, valid = near_miss_candidates(data, rows, k, gen)
+    if word_orders > 0:
+        cand, valid = with_word_order_candidates(data, rows, cand, valid, word_orders)
+    return cand, valid
+
+
 def sibling_captions(data: TrainData, rows: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Up to `n` other captions of each row's image (the first n of `image_captions`; no random
     draw): (rows (B, n) of data.text, exists (B, n) bool)."""
@@ -230,10 +253,11 @@ def train_step(
     if loss_cfg.near_miss_pool > 1 and bool(mis.near.any()):  # hard negatives: ranked in D's own forward
         hard = (normed_train_text(state, data, runtime.device)[mis.pool.to(runtime.device)], mis.near.to(runtime.device))  # (B, P, D), (B,)
     cands = cands_fake = valid = valid_fake = None
-    if loss_cfg.contrastive_d > 0 or loss_cfg.contrastive_g > 0:  # drawn after everything else: weight 0 draws what it always drew
-        cand_rows, valid = near_miss_candidates(data, rows, loss_cfg.contrastive_candidates, gen)
-        if loss_cfg.contrastive_word_order > 0:  # plus the captions with the same words in other orders
-            cand_rows, valid = with_word_order_candidates(data, rows, cand_rows, valid, loss_cfg.contrastive_word_order)
+    use_matcher = loss_cfg.matcher_weight > 0 and state.matcher is not None
+    cand_rows = None
+    if loss_cfg.contrastive_d > 0 or loss_cfg.contrastive_g > 0 or use_matcher:  # drawn after everything else: weight 0 draws what it always drew
+        # K one-word misses, plus the captions with the same words in other orders
+        cand_rows, valid = candidate_rows(data, rows, loss_cfg.contrastive_candidates, loss_cfg.contrastive_word_order, gen)
         cands = normed_train_text(state, data, runtime.device)[cand_rows.to(runtime.device)]  # (B, K, D)
         valid = valid.to(runtime.device)
         cands_fake, valid_fake = cands[fake_rows], valid[fake_rows]
@@ -244,9 +268,7 @@ def train_step(
         # images have one that does), while G keeps drawing each caption as sampled.
         sib, exists = sibling_captions(data, rows, loss_cfg.contrastive_captions - 1)  # (B, n)
         flat, exists = sib.flatten(), exists.flatten()  # (E,) with E = B * n
-        e_rows, e_valid = near_miss_candidates(data, flat, loss_cfg.contrastive_candidates, gen)
-        if loss_cfg.contrastive_word_order > 0:
-            e_rows, e_valid = with_word_order_candidates(data, flat, e_rows, e_valid, loss_cfg.contrastive_word_order)
+        e_rows, e_valid = candidate_rows(data, flat, loss_cfg.contrastive_candidates, loss_cfg.contrastive_word_order, gen)
         e_valid = e_valid & exists[:, None]
         normed = normed_train_text(state, data, runtime.device)
         cands = torch.cat([cands, normed[e_rows.to(runtime.device)]])  # (B + E, K, D)
@@ -269,6 +291,13 @@ def train_step(
     state.opt_g.zero_grad(set_to_none=True)
     with runtime.autocast():
         loss_g, stats_g = generator_loss(state.d_raw, fake, sentence(text_fake), z, loss_cfg, pairs, cands_fake, valid_fake)
+        if use_matcher:  # the caption against the same candidates, under the frozen matcher
+            assert state.matcher is not None and cand_rows is not None and valid_fake is not None
+            table = matcher_train_text(state, data, runtime.device)  # (M, E)
+            fake_cands = cand_rows.to(runtime.device)[fake_rows]  # (B, K')
+            m_ce = match_ce(state.matcher, fake, table[rows.to(runtime.device)[fake_rows]], table[fake_cands], valid_fake)
+            loss_g = loss_g + loss_cfg.matcher_weight * m_ce
+            stats_g["loss_g_matcher"] = m_ce.detach()
     _backward_step(loss_g, state.opt_g, state.scaler)
     state.d_raw.requires_grad_(True)
     if state.scaler is not None:

@@ -1,0 +1,53 @@
+"""DVC stage `matcher`: data/prepared + data/embeddings -> data/matcher/ (matcher.safetensors, matcher.json).
+
+    python -m stages.matcher    (params: the `matcher` section of params.yaml)
+
+Fits the frozen image-caption scorer that G's loss uses when train.matcher_weight > 0
+(t2i/models/matcher.py). Real train images and their sentence vectors only; no labels.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from t2i.atomic import atomic_dir
+from t2i.config import ParamsError, load_section
+from t2i.train import load_train_data
+from t2i.train.matcher import fit_matcher
+from t2i.train.runtime import pick_device
+
+OUT = Path("data/matcher")
+
+
+def main() -> int:
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        p = load_section("matcher")
+    except ParamsError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    try:
+        data = load_train_data("data/prepared", "data/embeddings")
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"matcher: {exc}", file=sys.stderr)
+        return 2
+    if p.threads:
+        torch.set_num_threads(p.threads)
+    torch.set_flush_denormal(True)  # denormals in small conv nets cost 2-10x at random (shared/NOTES)
+    device = pick_device(p.device)
+    t0 = time.perf_counter()
+    matcher = fit_matcher(data, p.steps, p.seed, device, p.candidates, p.word_orders, p.batch_size, p.width)
+    with atomic_dir(OUT) as tmp:
+        matcher.save(tmp)
+    print(json.dumps({"steps": p.steps, "seconds": round(time.perf_counter() - t0, 1), "device": str(device), "out": str(OUT)}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

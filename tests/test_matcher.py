@@ -1,0 +1,92 @@
+"""The matcher: fitting on real pairs, saving/loading, and its term in G's loss."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from t2i.models.matcher import Matcher
+from t2i.train import Outputs, load_train_data, train
+from t2i.train.data import TrainData
+from t2i.train.losses import match_ce
+from t2i.train.matcher import fit_matcher
+from t2i.train.step import candidate_rows
+
+from test_train_fixtures import make_dataset, small_params
+
+CPU = torch.device("cpu")
+
+
+def _outs(root: Path) -> Outputs:
+    return Outputs(models=root / "models", checkpoints=root / "checkpoints", losses_csv=root / "losses.csv")
+
+
+def _wins(matcher: Matcher, data: TrainData) -> float:
+    """Share of train captions its image scores above every one of its one-word misses."""
+    rows = torch.arange(len(data.text))
+    cand, valid = candidate_rows(data, rows, 8, 0, torch.Generator().manual_seed(1))  # (M, 8)
+    real, text, _ = data.batch(rows, CPU, channels_last=False)
+    with torch.no_grad():
+        true = matcher(real, text)  # (M,)
+        other = matcher(real, data.text[cand.flatten()], rows.repeat_interleave(cand.shape[1])).view_as(cand)
+    has = valid.any(1)
+    return float(((true[:, None] > other) | ~valid).all(1)[has].float().mean())
+
+
+def test_fitting_teaches_the_matcher_its_captions_over_their_one_word_misses(tmp_path: Path) -> None:
+    torch.set_num_threads(1)
+    data = load_train_data(*make_dataset(tmp_path))
+    torch.manual_seed(0)
+    untrained = Matcher(data.text_dim).eval()
+    untrained.text_norm.fit(data.text)
+    fitted = fit_matcher(data, steps=150, seed=0, device=CPU, candidates=8, word_orders=2, batch_size=16)
+    before, after = _wins(untrained, data), _wins(fitted, data)
+    assert after > 0.8 and after > before + 0.3, (before, after)
+    assert not fitted.training and not any(p.requires_grad for p in fitted.parameters())
+
+
+def test_saved_matcher_loads_with_the_same_scores_and_a_missing_one_names_the_stage(tmp_path: Path) -> None:
+    data = load_train_data(*make_dataset(tmp_path))
+    m = fit_matcher(data, steps=3, seed=0, device=CPU, batch_size=8)
+    m.save(tmp_path / "matcher")
+    back = Matcher.load(tmp_path / "matcher")
+    real, text, _ = data.batch(torch.arange(6), CPU, channels_last=False)
+    with torch.no_grad():
+        assert torch.equal(m(real, text), back(real, text))
+    with pytest.raises(FileNotFoundError, match="dvc repro matcher"):
+        Matcher.load(tmp_path / "nowhere")
+
+
+def test_match_ce_is_the_cross_entropy_of_the_true_caption_and_reaches_the_image() -> None:
+    torch.manual_seed(0)
+    m = Matcher(16).eval().requires_grad_(False)
+    image = torch.rand(3, 3, 32, 32, requires_grad=True)
+    emb = m.embed_text(torch.randn(3 + 3 * 4, 16))
+    true, cand = emb[:3], emb[3:].view(3, 4, -1)
+    valid = torch.tensor([[True] * 4, [True, True, False, False], [False] * 4])
+    ce = match_ce(m, image, true, cand, valid)
+    with torch.no_grad():
+        f = m.embed_image(image)
+        logits = torch.cat([(f * true).sum(1, keepdim=True), (cand * f[:, None]).sum(-1)], 1) / 16.0
+        want = [torch.nn.functional.cross_entropy(logits[i : i + 1, : 1 + n], torch.tensor([0])) for i, n in enumerate((4, 2, 0))]
+    assert torch.allclose(ce, torch.stack(want).mean(), atol=1e-5)
+    ce.backward()
+    assert image.grad is not None and image.grad.abs().sum() > 0
+
+
+def test_training_with_the_matcher_logs_its_term_and_does_not_resume_against_another(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = load_train_data(*make_dataset(tmp_path))
+    with pytest.raises(ValueError, match="matcher_weight"):
+        train(small_params(steps=2, matcher_weight=1.0), data, _outs(tmp_path / "none"))
+    a = fit_matcher(data, steps=2, seed=0, device=CPU, batch_size=8)
+    b = fit_matcher(data, steps=2, seed=1, device=CPU, batch_size=8)
+    part = train(small_params(steps=4, matcher_weight=1.0), data, _outs(tmp_path / "run"), stop_after=2, matcher=a)
+    terms = [h["loss_g_matcher"] for h in part.history]
+    assert len(terms) == 2 and all(t > 0 for t in terms)
+    other = train(small_params(steps=4, matcher_weight=1.0), data, _outs(tmp_path / "run"), stop_after=2, matcher=b)
+    assert other.resumed_from == 0 and "starting fresh" in capsys.readouterr().out
+    same = train(small_params(steps=4, matcher_weight=1.0), data, _outs(tmp_path / "run"), matcher=b)
+    assert same.resumed_from == 2
