@@ -4,7 +4,7 @@
     python benchmarks/train_step.py --params configs/oxford102-gpu.yaml --epoch-images 7034   # on a GPU
 
 For fp32 / bf16 autocast x channels_last on / off (all in one run, same process, same
-threads): images/s of a full training iteration (D step with MA-GP, G step, EMA update), the
+threads): images/s of a full training iteration (D step with MA-GP, G step with the matcher term, EMA update), the
 FLOPs of one iteration (torch.utils.flop_counter), and MFU = achieved FLOP/s divided by this
 machine's dense matmul FLOP/s measured here in the same precision. `default` is what
 train.precision resolves to on this machine, `default_is_fastest_precision` whether that is the
@@ -32,7 +32,8 @@ from t2i.config import load_section  # noqa: E402
 from t2i.train.data import TrainData  # noqa: E402
 from t2i.train.loop import loss_config, model_config  # noqa: E402
 from t2i.train.runtime import Runtime, cpu_has_fast_bf16, pick_dtype, seed_everything, setup_runtime  # noqa: E402
-from t2i.train.step import build_state, train_step  # noqa: E402
+from t2i.models.matcher import Matcher  # noqa: E402
+from t2i.train.step import GANState, build_state, train_step  # noqa: E402
 
 
 def fake_data(n: int, res: int, dim: int, near_per_row: int = 13) -> TrainData:
@@ -83,9 +84,16 @@ def main() -> None:
     loss_cfg = loss_config(p)
     sync = torch.cuda.synchronize if base.device.type == "cuda" else (lambda: None)
 
+    def with_matcher(state: GANState, rt: Runtime) -> GANState:
+        # train.matcher_weight > 0: the G step also runs the frozen matcher on its fakes. Its
+        # weights do not change the cost, so an unfitted one stands in for the stage's.
+        if p.matcher_weight > 0:
+            state.matcher = Matcher(data.text_dim).to(rt.device).eval().requires_grad_(False)
+        return state
+
     def prepare(rt: Runtime) -> object:
         seed_everything(0)
-        state = build_state(cfg, p.lr_g, p.lr_d, (p.beta1, p.beta2), rt, ddp=False)
+        state = with_matcher(build_state(cfg, p.lr_g, p.lr_d, (p.beta1, p.beta2), rt, ddp=False), rt)
         for i in range(2):  # warm-up: allocator, oneDNN kernel selection
             train_step(state, data, torch.arange(batch), i, 0, 0, loss_cfg, p.ema_decay, rt)
         return state
@@ -101,7 +109,7 @@ def main() -> None:
 
     # FLOPs of one iteration (precision-independent count), counted once in fp32.
     seed_everything(0)
-    st = build_state(cfg, p.lr_g, p.lr_d, (p.beta1, p.beta2), base, ddp=False)
+    st = with_matcher(build_state(cfg, p.lr_g, p.lr_d, (p.beta1, p.beta2), base, ddp=False), base)
     counter = FlopCounterMode(display=False)
     with counter:
         train_step(st, data, torch.arange(batch), 0, 0, 0, loss_cfg, p.ema_decay, base)

@@ -101,7 +101,7 @@ class TrainParams(Section):
     contrastive_captions: int = Field(4, ge=1, le=16)  # captions of each real image in D's term (its other ones too)
     swap_all_orders: bool = False  # the hinge's word-order negative turns through every other order, not one fixed
     # G's cross-entropy against the same candidates under the frozen matcher (the `matcher` stage); 0 = off
-    matcher_weight: float = Field(0.0, ge=0.0, le=1e3)
+    matcher_weight: float = Field(1.0, ge=0.0, le=1e3)
     lr_g: float = Field(5e-4, gt=0.0, le=1.0)
     lr_d: float = Field(1e-3, gt=0.0, le=1.0)
     lr_decay_from: float = Field(1.0, ge=0.0, le=1.0)  # fraction of steps after which both rates fall linearly to 0

@@ -41,6 +41,7 @@ def small_params(**over: Any) -> TrainParams:
     base: dict[str, Any] = dict(
         steps=6, batch_size=8, z_dim=8, g_width=32, d_width=16, attention=[8, 16],
         checkpoint_every=2, sample_every=3, log_every=1, threads=1, precision="fp32", channels_last=True,
+        matcher_weight=0.0,  # the matcher's own tests (test_matcher.py) turn it on with a fitted one
     )
     base.update(over)
     return TrainParams(**base)
