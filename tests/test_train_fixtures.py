@@ -37,6 +37,19 @@ def make_dataset(root: Path, n_images: int = 48, resolution: int = 32, dim: int 
     return prepared, emb
 
 
+def save_small_matcher(root: Path) -> Path:
+    """root/data/matcher from a 2-step fit on the dataset under root: what the train stage loads
+    when train.matcher_weight > 0 (the default)."""
+    import torch
+
+    from t2i.train import load_train_data
+    from t2i.train.matcher import fit_matcher
+
+    data = load_train_data(root / "data" / "prepared", root / "data" / "embeddings")
+    fit_matcher(data, steps=2, seed=0, device=torch.device("cpu"), batch_size=8).save(root / "data" / "matcher")
+    return root / "data" / "matcher"
+
+
 def small_params(**over: Any) -> TrainParams:
     base: dict[str, Any] = dict(
         steps=6, batch_size=8, z_dim=8, g_width=32, d_width=16, attention=[8, 16],

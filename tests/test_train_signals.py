@@ -12,13 +12,14 @@ from pathlib import Path
 import yaml
 
 from t2i.train.checkpoint import load_checkpoint
-from test_train_fixtures import make_dataset
+from test_train_fixtures import make_dataset, save_small_matcher
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def _project(tmp: Path, steps: int) -> None:
     make_dataset(tmp)
+    save_small_matcher(tmp)  # the default train.matcher_weight=1 reads data/matcher
     train = dict(steps=steps, batch_size=8, z_dim=8, g_width=32, d_width=16, attention=[8],
                  checkpoint_every=3, sample_every=1000, log_every=1, threads=1, precision="fp32")
     (tmp / "params.yaml").write_text(yaml.safe_dump({"train": train}))

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from test_train_fixtures import make_dataset
+from test_train_fixtures import make_dataset, save_small_matcher
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -20,6 +20,7 @@ REPO = Path(__file__).resolve().parents[1]
 @pytest.mark.slow
 def test_stage_logs_run_and_loadable_generator(tmp_path: Path) -> None:
     make_dataset(tmp_path)
+    save_small_matcher(tmp_path)  # the default train.matcher_weight=1 reads data/matcher
     train = dict(steps=6, batch_size=8, z_dim=8, g_width=32, d_width=16, checkpoint_every=3,
                  sample_every=3, log_every=2, threads=1)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump({"train": train}))
