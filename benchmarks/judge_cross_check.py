@@ -29,11 +29,8 @@ sys.path.insert(0, str(ROOT))
 
 from t2i.data.flowers import COLORS  # noqa: E402
 from t2i.data.prepared import load_prepared  # noqa: E402
+from t2i.eval.nets import to_input, to_work_resolution  # noqa: E402
 from t2i.models import load_generator  # noqa: E402
-
-
-def to_x(images: np.ndarray) -> torch.Tensor:  # uint8 (N, R, R, 3) -> (N, 3, R, R) in [-1, 1]
-    return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float() / 127.5 - 1.0
 
 
 def other_judge() -> nn.Module:
@@ -53,6 +50,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(1)
     torch.manual_seed(0)
+    cpu = torch.device("cpu")
     prepared = load_prepared(args.project / "data" / "prepared")
     table, images = prepared.table, np.asarray(prepared.images)
     if "center_color" not in table:
@@ -60,7 +58,7 @@ def main() -> None:
     embeddings = np.load(args.project / "data" / "embeddings" / "embeddings.npy", mmap_mode="r")
 
     train = table[table["split"] == "train"].drop_duplicates("image_index")
-    x, y = to_x(images[train["image_index"].to_numpy()]), torch.tensor([COLORS.index(c) for c in train["center_color"]])
+    x, y = to_input(images[train["image_index"].to_numpy()], cpu), torch.tensor([COLORS.index(c) for c in train["center_color"]])
     net, gen = other_judge(), torch.Generator().manual_seed(0)
     opt = torch.optim.Adam(net.parameters(), lr=2e-3)
     for _ in range(args.steps):
@@ -76,12 +74,12 @@ def main() -> None:
     want = np.array([COLORS.index(c) for c in test["center_color"]])
     out: dict[str, float] = {}
     with torch.no_grad():
-        out["real test images"] = round(float((net(to_x(images[test["image_index"].to_numpy()])).argmax(1).numpy() == want).mean()), 3)
+        out["real test images"] = round(float((net(to_input(images[test["image_index"].to_numpy()], cpu)).argmax(1).numpy() == want).mean()), 3)
         text = torch.from_numpy(np.asarray(embeddings[test.index.to_numpy()])).float()  # (N, D) raw vectors
         for run in args.runs:
             g, _ = load_generator(args.runs_dir / run / "models", "cpu")
             g.eval()
-            hits = [(net(g(torch.randn(len(text), g.config.z_dim, generator=torch.Generator().manual_seed(k)), text))
+            hits = [(net(to_work_resolution(g(torch.randn(len(text), g.config.z_dim, generator=torch.Generator().manual_seed(k)), text)))
                      .argmax(1).numpy() == want).mean() for k in range(4)]
             out[run] = round(float(np.mean(hits)), 3)
     print(json.dumps(out))

@@ -14,13 +14,11 @@ import sys
 import time
 from pathlib import Path
 
-import torch
-
 from t2i.atomic import atomic_dir
 from t2i.config import ParamsError, load_section
 from t2i.train import load_train_data
 from t2i.train.matcher import fit_matcher
-from t2i.train.runtime import pick_device
+from t2i.train.runtime import setup_runtime
 
 OUT = Path("data/matcher")
 
@@ -37,10 +35,7 @@ def main() -> int:
     except (FileNotFoundError, ValueError) as exc:
         print(f"matcher: {exc}", file=sys.stderr)
         return 2
-    if p.threads:
-        torch.set_num_threads(p.threads)
-    torch.set_flush_denormal(True)  # denormals in small conv nets cost 2-10x at random (shared/NOTES)
-    device = pick_device(p.device)
+    device = setup_runtime(p.device, "fp32", False, p.threads).device  # threads, denormals, device: as train does
     t0 = time.perf_counter()
     matcher = fit_matcher(data, p.steps, p.seed, device, p.candidates, p.word_orders, p.batch_size, p.width)
     with atomic_dir(OUT) as tmp:

@@ -8,19 +8,16 @@ import pytest
 import torch
 
 from t2i.models.matcher import Matcher
-from t2i.train import Outputs, load_train_data, train
+from t2i.train import load_train_data, train
 from t2i.train.data import TrainData
 from t2i.train.losses import match_ce
 from t2i.train.matcher import fit_matcher
 from t2i.train.step import candidate_rows
 
-from test_train_fixtures import make_dataset, small_params
+from test_train_fixtures import make_dataset, outputs_in, small_params
 
 CPU = torch.device("cpu")
 
-
-def _outs(root: Path) -> Outputs:
-    return Outputs(models=root / "models", checkpoints=root / "checkpoints", losses_csv=root / "losses.csv")
 
 
 def _wins(matcher: Matcher, data: TrainData) -> float:
@@ -80,13 +77,13 @@ def test_training_with_the_matcher_logs_its_term_and_does_not_resume_against_ano
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     data = load_train_data(*make_dataset(tmp_path))
     with pytest.raises(ValueError, match="matcher_weight"):
-        train(small_params(steps=2, matcher_weight=1.0), data, _outs(tmp_path / "none"))
+        train(small_params(steps=2, matcher_weight=1.0), data, outputs_in(tmp_path / "none"))
     a = fit_matcher(data, steps=2, seed=0, device=CPU, batch_size=8)
     b = fit_matcher(data, steps=2, seed=1, device=CPU, batch_size=8)
-    part = train(small_params(steps=4, matcher_weight=1.0), data, _outs(tmp_path / "run"), stop_after=2, matcher=a)
+    part = train(small_params(steps=4, matcher_weight=1.0), data, outputs_in(tmp_path / "run"), stop_after=2, matcher=a)
     terms = [h["loss_g_matcher"] for h in part.history]
     assert len(terms) == 2 and all(t > 0 for t in terms)
-    other = train(small_params(steps=4, matcher_weight=1.0), data, _outs(tmp_path / "run"), stop_after=2, matcher=b)
+    other = train(small_params(steps=4, matcher_weight=1.0), data, outputs_in(tmp_path / "run"), stop_after=2, matcher=b)
     assert other.resumed_from == 0 and "starting fresh" in capsys.readouterr().out
-    same = train(small_params(steps=4, matcher_weight=1.0), data, _outs(tmp_path / "run"), matcher=b)
+    same = train(small_params(steps=4, matcher_weight=1.0), data, outputs_in(tmp_path / "run"), matcher=b)
     assert same.resumed_from == 2

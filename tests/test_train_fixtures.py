@@ -8,8 +8,11 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import torch
 
 from t2i.config import TrainParams
+from t2i.train import Outputs, load_train_data
+from t2i.train.matcher import fit_matcher
 
 COLOURS = ["red", "blue", "yellow", "white"]
 
@@ -37,14 +40,14 @@ def make_dataset(root: Path, n_images: int = 48, resolution: int = 32, dim: int 
     return prepared, emb
 
 
+def outputs_in(root: Path) -> Outputs:
+    """The train stage's outputs under root (models/, checkpoints/, plots/losses.csv)."""
+    return Outputs(root / "models", root / "checkpoints", root / "plots" / "losses.csv")
+
+
 def save_small_matcher(root: Path) -> Path:
     """root/data/matcher from a 2-step fit on the dataset under root: what the train stage loads
     when train.matcher_weight > 0 (the default)."""
-    import torch
-
-    from t2i.train import load_train_data
-    from t2i.train.matcher import fit_matcher
-
     data = load_train_data(root / "data" / "prepared", root / "data" / "embeddings")
     fit_matcher(data, steps=2, seed=0, device=torch.device("cpu"), batch_size=8).save(root / "data" / "matcher")
     return root / "data" / "matcher"

@@ -9,15 +9,12 @@ import pytest
 import numpy as np
 import torch
 
-from t2i.train import NonFiniteLossError, Outputs, load_train_data, train
+from t2i.train import NonFiniteLossError, load_train_data, train
 from t2i.train.checkpoint import load_checkpoint
 from t2i.train.data import (ShardedSampler, bag_of_words, image_captions, near_miss_partners, swap_partners,
                             word_order_partners)
-from test_train_fixtures import make_dataset, small_params
+from test_train_fixtures import make_dataset, outputs_in, small_params
 
-
-def _outs(root: Path) -> Outputs:
-    return Outputs(root / "models", root / "checkpoints", root / "plots" / "losses.csv")
 
 
 def test_swap_partners_pairs_word_order_swaps_only() -> None:
@@ -135,8 +132,8 @@ def test_word_order_candidates_follow_the_one_word_misses(tmp_path: Path) -> Non
         for r in cand6[i, 4:][valid6[i, 4:]].tolist():
             assert words[r] == words[i] and data.image_index[r] != data.image_index[i]
     # The last step's D contrastive loss moves when they join the candidates.
-    base = train(small_params(steps=2, contrastive_word_order=0), data, _outs(tmp_path / "a"))
-    orders = train(small_params(steps=2, contrastive_word_order=5), data, _outs(tmp_path / "b"))
+    base = train(small_params(steps=2, contrastive_word_order=0), data, outputs_in(tmp_path / "a"))
+    orders = train(small_params(steps=2, contrastive_word_order=5), data, outputs_in(tmp_path / "b"))
     assert base.history[-1]["loss_d_contrastive"] != orders.history[-1]["loss_d_contrastive"]
 
 
@@ -159,8 +156,8 @@ def test_extra_captions_join_the_contrastive_term_of_d_only(tmp_path: Path) -> N
             assert r != i and data.image_index[r] == data.image_index[i]
         assert int(exists[i].sum()) == min(3, int((data.image_index == data.image_index[i]).sum()) - 1)
     # The extra rows change D's contrastive term from the first step on.
-    one = train(small_params(steps=2, contrastive_captions=1), data, _outs(tmp_path / "a"))
-    four = train(small_params(steps=2, contrastive_captions=4), data, _outs(tmp_path / "b"))
+    one = train(small_params(steps=2, contrastive_captions=1), data, outputs_in(tmp_path / "a"))
+    four = train(small_params(steps=2, contrastive_captions=4), data, outputs_in(tmp_path / "b"))
     assert one.history[0]["loss_d_contrastive"] != four.history[0]["loss_d_contrastive"]
 
 
@@ -183,8 +180,8 @@ def test_rotating_swap_partner_turns_through_every_other_order(tmp_path: Path) -
             assert all(words[r] == words[i] and data.image_index[r] != data.image_index[i] for r in seen[i])
         else:             # nothing to turn through: the fixed partner (or -1)
             assert seen[i] == {int(data.partner[i])}
-    fixed = train(small_params(steps=2), data, _outs(tmp_path / "a"))
-    turning = train(small_params(steps=2, swap_all_orders=True), data, _outs(tmp_path / "b"))
+    fixed = train(small_params(steps=2), data, outputs_in(tmp_path / "a"))
+    turning = train(small_params(steps=2, swap_all_orders=True), data, outputs_in(tmp_path / "b"))
     assert fixed.history[-1]["loss_d_mismatch"] != turning.history[-1]["loss_d_mismatch"]
 
 
@@ -202,17 +199,17 @@ def test_sampler_state_reproduces_next_batch() -> None:
 def test_losses_move_and_checkpoint_round_trips_exactly(tmp_path: Path) -> None:
     data = load_train_data(*make_dataset(tmp_path))
     # Straight run to step 6, checkpointing at 2, 4, 6.
-    full = train(small_params(steps=6), data, _outs(tmp_path / "a"))
+    full = train(small_params(steps=6), data, outputs_in(tmp_path / "a"))
     d = [h["loss_d"] for h in full.history]
     g = [h["loss_g"] for h in full.history]
     assert len(d) == 6 and all(map(math.isfinite, d + g))
     assert max(d) - min(d) > 1e-3 and max(g) - min(g) > 1e-3
     # Interrupted run: stop after 4 steps, then a fresh call resumes from the step-4 checkpoint.
-    part = train(small_params(steps=6), data, _outs(tmp_path / "b"), stop_after=4)
+    part = train(small_params(steps=6), data, outputs_in(tmp_path / "b"), stop_after=4)
     assert part.step == 4
     ck = load_checkpoint(tmp_path / "b" / "checkpoints")
     assert ck is not None and ck.step == 4
-    rest = train(small_params(steps=6), data, _outs(tmp_path / "b"))
+    rest = train(small_params(steps=6), data, outputs_in(tmp_path / "b"))
     assert rest.resumed_from == 4
     a, b = load_checkpoint(tmp_path / "a" / "checkpoints"), load_checkpoint(tmp_path / "b" / "checkpoints")
     assert a is not None and b is not None and a.step == b.step == 6
@@ -227,32 +224,32 @@ def test_losses_move_and_checkpoint_round_trips_exactly(tmp_path: Path) -> None:
 
 def test_changed_params_start_fresh(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     data = load_train_data(*make_dataset(tmp_path))
-    train(small_params(steps=2), data, _outs(tmp_path))
-    r = train(small_params(steps=2, lr_d=3e-3), data, _outs(tmp_path))  # default lr_d is 1e-3
+    train(small_params(steps=2), data, outputs_in(tmp_path))
+    r = train(small_params(steps=2, lr_d=3e-3), data, outputs_in(tmp_path))  # default lr_d is 1e-3
     assert r.resumed_from == 0 and "starting fresh" in capsys.readouterr().out
 
 
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path: Path) -> None:
     data = load_train_data(*make_dataset(tmp_path))
-    train(small_params(steps=4), data, _outs(tmp_path), stop_after=2)
+    train(small_params(steps=4), data, outputs_in(tmp_path), stop_after=2)
     before = load_checkpoint(tmp_path / "checkpoints")
     assert before is not None and before.step == 2
     data.text[:] = float("nan")  # poison the captions: the next D loss is NaN
     with pytest.raises(NonFiniteLossError, match="non-finite loss at step 3"):
-        train(small_params(steps=4), data, _outs(tmp_path))
+        train(small_params(steps=4), data, outputs_in(tmp_path))
     after = load_checkpoint(tmp_path / "checkpoints")
     assert after is not None and after.step == 2
     for k in before.tensors:
         assert torch.equal(before.tensors[k], after.tensors[k])
 
 
-def test_fewer_steps_than_checkpoint_trains_fresh_and_finished_resume_writes_outs(tmp_path: Path) -> None:
+def test_fewer_steps_than_checkpoint_trains_fresh_and_finished_resume_writesoutputs_in(tmp_path: Path) -> None:
     data = load_train_data(*make_dataset(tmp_path))
-    train(small_params(steps=4), data, _outs(tmp_path))
-    shorter = train(small_params(steps=2), data, _outs(tmp_path))
+    train(small_params(steps=4), data, outputs_in(tmp_path))
+    shorter = train(small_params(steps=2), data, outputs_in(tmp_path))
     assert shorter.resumed_from == 0 and shorter.step == 2
     # A rerun on a finished checkpoint does no step but still writes every out DVC removed.
     (tmp_path / "plots" / "losses.csv").unlink()
-    again = train(small_params(steps=2), data, _outs(tmp_path))
+    again = train(small_params(steps=2), data, outputs_in(tmp_path))
     assert again.resumed_from == 2
     assert (tmp_path / "plots" / "losses.csv").read_text().count("\n") == 3  # header + 2 steps

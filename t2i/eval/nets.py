@@ -31,14 +31,18 @@ def pick_device(device: str = "auto") -> torch.device:
     return torch.device(device)
 
 
-def to_input(images: np.ndarray, device: torch.device) -> torch.Tensor:
-    """uint8 (B, R, R, 3) -> float (B, 3, r, r) in [-1, 1], r = min(R, 64)."""
-    x = torch.from_numpy(np.ascontiguousarray(images)).to(device)
-    x = x.permute(0, 3, 1, 2).float().div_(127.5).sub_(1.0)  # (B, 3, R, R)
+def to_work_resolution(x: torch.Tensor) -> torch.Tensor:
+    """float (B, 3, R, R) -> (B, 3, r, r), r = min(R, 64): what the trunk reads."""
     if x.shape[-1] > WORK_RES_MAX:
         x = F.interpolate(x, size=(WORK_RES_MAX, WORK_RES_MAX), mode="bilinear", antialias=True,
                           align_corners=False)
     return x
+
+
+def to_input(images: np.ndarray, device: torch.device) -> torch.Tensor:
+    """uint8 (B, R, R, 3) -> float (B, 3, r, r) in [-1, 1], r = min(R, 64)."""
+    x = torch.from_numpy(np.ascontiguousarray(images)).to(device)
+    return to_work_resolution(x.permute(0, 3, 1, 2).float().div_(127.5).sub_(1.0))  # (B, 3, R, R) first
 
 
 def augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:

@@ -19,11 +19,10 @@ import json
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from t2i.eval.nets import FEATURE_DIM, WORK_RES_MAX, Trunk
+from t2i.eval.nets import FEATURE_DIM, Trunk, to_work_resolution
 from t2i.models.text_norm import TextNorm
 
 EMBED_DIM = 256
@@ -51,10 +50,7 @@ class Matcher(nn.Module):
 
     def embed_image(self, image: torch.Tensor) -> torch.Tensor:
         """(B, 3, R, R) in [-1, 1] -> (B, E). Above 64 px the trunk sees a 64 px copy, as the judges do."""
-        if image.shape[-1] > WORK_RES_MAX:
-            image = F.interpolate(image, size=(WORK_RES_MAX, WORK_RES_MAX), mode="bilinear", antialias=True,
-                                  align_corners=False)
-        return self.image_proj(self.trunk(image.float().contiguous()))
+        return self.image_proj(self.trunk(to_work_resolution(image.float()).contiguous()))
 
     def embed_text(self, text: torch.Tensor) -> torch.Tensor:
         """(N, D) raw sentence vectors -> (N, E)."""
