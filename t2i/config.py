@@ -72,7 +72,7 @@ class MatcherParams(Section):
 
 class TrainParams(Section):
     seed: int = 0
-    steps: int = Field(1500, ge=1)
+    steps: int = Field(3000, ge=1)
     batch_size: int = Field(64, ge=2, le=65536)
     z_dim: int = Field(32, ge=1, le=4096)
     g_width: int = Field(128, ge=8, le=4096)

@@ -36,6 +36,7 @@ class GANConfig:
     # sqrt(D); "whiten" = centred and whitened on the training captions, which makes a
     # word-order swap ~20x more visible. Saved configs without the key load as "scale".
     text_norm: Literal["scale", "whiten"] = "scale"
+    whiten_eps: float = 1e-2              # whitening damping, a fraction of the largest eigenvalue
     extra: dict[str, Any] = field(default_factory=dict)  # room for forward-compatible keys
 
     def __post_init__(self) -> None:

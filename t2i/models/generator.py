@@ -62,7 +62,7 @@ class Generator(nn.Module):
         self.config = config
         c = config
         c0 = c.g_channels(4)
-        self.text_norm = TextNorm(c.text_dim, c.text_norm)  # shared with D by the training step
+        self.text_norm = TextNorm(c.text_dim, c.text_norm, c.whiten_eps)  # shared with D by the training step
         cond_in = c.text_dim + (c.z_dim if c.noise_in_blocks else 0)
         # Shared condition embedding (BigGAN-style): one MLP, a cheap Linear per modulation.
         # One layer keeps the state-dict keys of older models (cond.0.*).

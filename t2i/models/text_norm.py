@@ -23,11 +23,13 @@ WHITEN_EPS = 1e-2  # of the largest eigenvalue: directions below it are damped, 
 
 
 class TextNorm(nn.Module):
-    def __init__(self, dim: int, mode: str) -> None:
+    def __init__(self, dim: int, mode: str, eps: float = WHITEN_EPS) -> None:
         super().__init__()
         if mode not in ("scale", "whiten"):
             raise ValueError(f"text_norm must be scale|whiten, got {mode!r}")
-        self.mode, self.dim = mode, dim
+        if not 0.0 < eps <= 1.0:
+            raise ValueError(f"whitening eps must be in (0, 1] (a fraction of the largest eigenvalue), got {eps}")
+        self.mode, self.dim, self.eps = mode, dim, eps  # eps only matters to `fit`
         if mode == "whiten":
             self.register_buffer("mean", torch.zeros(dim))   # (D,)
             self.register_buffer("whiten", torch.eye(dim))   # (D, D), symmetric
@@ -42,7 +44,7 @@ class TextNorm(nn.Module):
         cov = torch.cov((x - mean).T)  # (D, D)
         vals, vecs = torch.linalg.eigh(cov)
         vals = vals.clamp(min=0.0)
-        damped = vals + WHITEN_EPS * vals.max()
+        damped = vals + self.eps * vals.max()
         kept = (vals / damped).sum()  # variance left after whitening, summed over directions
         gain = (self.dim / kept.clamp(min=1e-12)).sqrt()  # mean |out|^2 = D
         w = vecs @ torch.diag(gain / damped.sqrt()) @ vecs.T
