@@ -3,6 +3,7 @@ word-order swap far more visible to G and D, and it travels with the saved gener
 
 from __future__ import annotations
 
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -33,6 +34,28 @@ def test_whiten_centres_rescales_and_separates_swaps() -> None:
     cos_scale = F.cosine_similarity(scale(a), scale(b)).mean()
     cos_whiten = F.cosine_similarity(wa, wb).mean()
     assert cos_scale > 0.9 and cos_whiten < cos_scale - 0.2, (cos_scale, cos_whiten)
+
+
+def test_smaller_whitening_eps_shows_a_weak_role_direction_more() -> None:
+    """eps damps directions under eps * the largest eigenvalue: a role difference that small
+    (template 8's in USE, tuning log session 13) only stands out when eps is smaller."""
+    g = torch.Generator().manual_seed(1)
+    dim, n = 64, 3000
+    basis, _ = torch.linalg.qr(torch.randn(dim, dim, generator=g))  # orthonormal columns
+    content = (torch.randn(n, 16, generator=g) * torch.linspace(1.0, 0.2, 16)) @ basis[:, :16].T  # what varies most
+    content = content + 0.003 * torch.randn(n, dim, generator=g)  # and a little everywhere
+    role = basis[:, 16]  # a direction of its own, 0.02 / 1.0 of the largest spread
+    sign = torch.randint(0, 2, (n, 1), generator=g).float() * 2 - 1
+    a, b = F.normalize(content + 0.02 * sign * role, dim=1), F.normalize(content - 0.02 * sign * role, dim=1)
+    cos = {}
+    for eps in (1e-1, 1e-2, 1e-4):
+        norm = TextNorm(dim, "whiten", eps)
+        norm.fit(a)
+        cos[eps] = F.cosine_similarity(norm(a), norm(b)).mean().item()
+    assert cos[1e-1] > cos[1e-2] > cos[1e-4], cos
+    assert cos[1e-2] - cos[1e-4] > 0.03, cos  # measured: 0.994 against 0.926
+    with pytest.raises(ValueError, match="eps"):
+        TextNorm(dim, "whiten", 0.0)
 
 
 def test_whiten_is_fp32_under_bf16_autocast() -> None:
