@@ -82,6 +82,7 @@ class TrainParams(Section):
     conditioning: Literal["affine", "cbn"] = "cbn"
     d_conditioning: Literal["projection", "concat"] = "projection"
     text_norm: Literal["scale", "whiten"] = "whiten"
+    whiten_eps: float = Field(1e-3, gt=0.0, le=1.0)  # whitening damping: a fraction of the largest eigenvalue
     loss: Literal["hinge", "bce"] = "hinge"
     ma_gp_weight: float = Field(0.0, ge=0.0)
     ma_gp_power: float = Field(6.0, gt=0.0)

@@ -132,7 +132,7 @@ def model_config(params: Any, data: TrainData) -> GANConfig:
         resolution=data.resolution, text_dim=data.text_dim, z_dim=params.z_dim,
         g_width=params.g_width, g_min_width=params.g_min_width, d_width=params.d_width, attention=tuple(params.attention),
         conditioning=params.conditioning, d_conditioning=params.d_conditioning,
-        text_norm=params.text_norm,
+        text_norm=params.text_norm, whiten_eps=params.whiten_eps,
     )
 
 
