@@ -104,3 +104,23 @@ def test_dvc_yaml_params_match_config() -> None:
             if field:
                 assert field in SECTIONS[section].model_fields, f"{stage}: {key}"
                 assert field in params[section], f"{stage}: {key} missing from params.yaml"
+
+
+# Keys that change how fast a stage runs, not what it writes: dvc.yaml leaves them untracked.
+SPEED_ONLY = {
+    "ingest": {"workers"},
+    "embed": {"batch_size", "chunk_size", "device", "threads"},
+    "matcher": {"device", "threads"},
+    "train": {"device", "threads"},
+    "evaluate": {"device"},
+}
+
+
+def test_every_result_changing_param_is_tracked_by_its_stage() -> None:
+    """A new key that changes a stage's output but is missing from dvc.yaml would let `dvc repro`
+    skip the stage after the key changes (train.whiten_eps nearly did)."""
+    dvc = yaml.safe_load((REPO / "dvc.yaml").read_text(encoding="utf-8"))
+    for stage, speed_only in SPEED_ONLY.items():
+        tracked = {k.partition(".")[2] for k in dvc["stages"][stage].get("params", []) if k.startswith(f"{stage}.")}
+        untracked = set(SECTIONS[stage].model_fields) - tracked - speed_only
+        assert not untracked, f"dvc.yaml stage {stage!r} does not track {sorted(untracked)}"
