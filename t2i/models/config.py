@@ -36,7 +36,9 @@ class GANConfig:
     # sqrt(D); "whiten" = centred and whitened on the training captions, which makes a
     # word-order swap ~20x more visible. Saved configs without the key load as "scale".
     text_norm: Literal["scale", "whiten"] = "scale"
-    whiten_eps: float = 1e-2              # whitening damping, a fraction of the largest eigenvalue
+    # Whitening damping, a fraction of the largest eigenvalue (train.whiten_eps, default 0.001).
+    # Only `fit` reads it; 0.01 here because configs saved before the key were fitted with it.
+    whiten_eps: float = 1e-2
     extra: dict[str, Any] = field(default_factory=dict)  # room for forward-compatible keys
 
     def __post_init__(self) -> None:

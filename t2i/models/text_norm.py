@@ -6,11 +6,13 @@ pairs have cosine ~0.57 and a caption and its word-order swap ~0.988. Two modes:
 - scale: the unit direction times sqrt(D) (per-element unit variance). Keeps the shared mean,
   so what tells "red petals, yellow stem" from the swap is ~1% of the input.
 - whiten: subtract the training captions' mean and apply regularised PCA whitening
-  W = V diag((lambda + eps)^-1/2) V^T, eps = 1% of the largest eigenvalue, then rescale to a
-  mean squared norm of D. Measured on the synthetic flowers: random pairs go to cosine ~0.00
-  and swapped pairs to ~0.81 -- the role difference becomes a fifth of the input instead of a
-  hundredth. Fitted once on the training captions (`fit`); the statistics are buffers, so they
-  travel with the weights and generation applies the same map.
+  W = V diag((lambda + eps)^-1/2) V^T, eps a fraction of the largest eigenvalue, then rescale
+  to a mean squared norm of D. Measured on the synthetic flowers at eps = 0.01: random pairs go
+  to cosine ~0.00 and swapped pairs to ~0.81 -- the role difference becomes a fifth of the
+  input instead of a hundredth. A smaller eps (`train.whiten_eps`, 0.001) damps less of the weak
+  directions where the copula captions keep their roles (tuning log, session 13). Fitted once
+  on the training captions (`fit`); the statistics are buffers, so they travel with the
+  weights and generation applies the same map.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-WHITEN_EPS = 1e-2  # of the largest eigenvalue: directions below it are damped, not blown up
+WHITEN_EPS = 1e-2  # of the largest eigenvalue: directions below it are damped, not blown up (the matcher's value)
 
 
 class TextNorm(nn.Module):
