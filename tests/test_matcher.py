@@ -19,7 +19,6 @@ from test_train_fixtures import make_dataset, outputs_in, small_params
 CPU = torch.device("cpu")
 
 
-
 def _wins(matcher: Matcher, data: TrainData) -> float:
     """Share of train captions its image scores above every one of its one-word misses."""
     rows = torch.arange(len(data.text))

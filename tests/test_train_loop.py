@@ -16,7 +16,6 @@ from t2i.train.data import (ShardedSampler, bag_of_words, image_captions, near_m
 from test_train_fixtures import make_dataset, outputs_in, small_params
 
 
-
 def test_swap_partners_pairs_word_order_swaps_only() -> None:
     caps = ["a red flower with a blue stem", "a blue flower with a red stem", "a red flower", "A red flower"]
     assert swap_partners(caps).tolist() == [1, 0, -1, -1]
@@ -243,7 +242,7 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path: Path) -> None:
         assert torch.equal(before.tensors[k], after.tensors[k])
 
 
-def test_fewer_steps_than_checkpoint_trains_fresh_and_finished_resume_writesoutputs_in(tmp_path: Path) -> None:
+def test_fewer_steps_than_checkpoint_trains_fresh_and_finished_resume_writes_outs(tmp_path: Path) -> None:
     data = load_train_data(*make_dataset(tmp_path))
     train(small_params(steps=4), data, outputs_in(tmp_path))
     shorter = train(small_params(steps=2), data, outputs_in(tmp_path))

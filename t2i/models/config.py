@@ -12,6 +12,10 @@ from typing import TYPE_CHECKING, Any, Literal
 if TYPE_CHECKING:
     import torch
 
+# Whitening damping (t2i/models/text_norm.py), a fraction of the largest eigenvalue: the value before
+# train.whiten_eps existed, kept by the matcher and by configs saved without the key.
+WHITEN_EPS = 1e-2
+
 RESOLUTIONS = (32, 64, 128, 256)
 
 
@@ -36,9 +40,8 @@ class GANConfig:
     # sqrt(D); "whiten" = centred and whitened on the training captions, which makes a
     # word-order swap ~20x more visible. Saved configs without the key load as "scale".
     text_norm: Literal["scale", "whiten"] = "scale"
-    # Whitening damping, a fraction of the largest eigenvalue (train.whiten_eps, default 0.001).
-    # Only `fit` reads it; 0.01 here because configs saved before the key were fitted with it.
-    whiten_eps: float = 1e-2
+    # Whitening damping (train.whiten_eps, default 0.001). Only `fit` reads it.
+    whiten_eps: float = WHITEN_EPS
     extra: dict[str, Any] = field(default_factory=dict)  # room for forward-compatible keys
 
     def __post_init__(self) -> None:

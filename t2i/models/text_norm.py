@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-WHITEN_EPS = 1e-2  # of the largest eigenvalue: directions below it are damped, not blown up (the matcher's value)
+from t2i.models.config import WHITEN_EPS  # directions below it are damped, not blown up
 
 
 class TextNorm(nn.Module):
