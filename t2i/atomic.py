@@ -1,4 +1,4 @@
-"""Atomic directory outputs: a half-written artifact never replaces a good one.
+"""Atomic outputs: a half-written artifact never replaces a good one.
 
 A stage writes its whole output directory into a hidden sibling (same filesystem, so the final
 rename is atomic), then swaps it in. Until the swap the previous result stays in place; if the
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -35,3 +36,35 @@ def atomic_dir(out_dir: Path | str) -> Iterator[Path]:
             old.rename(out_dir)
         raise
     shutil.rmtree(old, ignore_errors=True)
+
+
+def atomic_write(path: Path | str, data: bytes) -> None:
+    """Write ``data`` to a temp file beside ``path``, fsync it, then rename it over ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.tmp-{os.getpid()}-")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; outputs are meant to be read by others
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+@contextmanager
+def atomic_path(path: Path | str) -> Iterator[Path]:
+    """Yield a temp path beside ``path`` for a writer that wants a filename (safetensors, PIL);
+    on success it is renamed over ``path``, on failure removed."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
