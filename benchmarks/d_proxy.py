@@ -6,16 +6,16 @@
 
 Trains only D, with the training loss's matching half: real images with their caption
 (positives) against the same images with wrong captions drawn as in training (word-order swap,
-one-word miss, another caption: `t2i.train.step.mismatched_text`), hinge loss, one thread. Then
+one-word miss, another caption: `t2i.train.negatives.hard_mismatch`), hinge loss, one thread. Then
 prints `benchmarks/d_probe.py`'s figures: how often D prefers the true caption over a petal /
 stem / centre miss on real test images. ~100 s per 600 steps here, against ~20 min for a GAN
-run, so it screens D-side ideas (docs/results/tuning.md, session 3). PROJECT holds
+run, so it screens D-side ideas (docs/results/tuning.md). PROJECT holds
 data/prepared and data/embeddings of the synthetic dataset (a finished `dvc repro`).
 
 --centre-only trains on the captions that name a centre colour only; --oracle-text replaces
 the sentence vectors by one-hot petal / stem / centre colours (what a perfect text encoder
 would give), to tell text-side from image-side limits. --contrastive W adds the training loss's
-cross-entropy of each caption against --candidates one-word misses (train.contrastive_d).
+cross-entropy of each caption against --candidates one-word misses (train.loss.contrastive_d).
 """
 
 from __future__ import annotations
@@ -45,7 +45,8 @@ from t2i.text import encoder_from_info  # noqa: E402
 from t2i.train.data import load_train_data  # noqa: E402
 from t2i.train.losses import candidate_ce  # noqa: E402
 from t2i.train.runtime import cpu_has_fast_bf16  # noqa: E402
-from t2i.train.step import mismatched_text, near_miss_candidates  # noqa: E402
+from t2i.config import LossParams  # noqa: E402
+from t2i.train.negatives import hard_mismatch  # noqa: E402
 
 
 def one_hot_colours(attrs: list[dict[str, Any]], dim: int) -> torch.Tensor:
@@ -65,18 +66,18 @@ def main() -> None:
     ap.add_argument("--project", type=Path, default=ROOT)
     ap.add_argument("--steps", type=int, default=600)
     ap.add_argument("--batch-size", type=int, default=64)
-    ap.add_argument("--near-miss", type=float, default=1.0, help="train.near_miss: weight of one-word misses")
-    ap.add_argument("--pool", type=int, default=1, help="train.near_miss_pool: hard negatives among this many")
+    ap.add_argument("--near-miss", type=float, default=1.0, help="train.loss.near_miss: weight of one-word misses")
+    ap.add_argument("--pool", type=int, default=1, help="train.loss.near_miss_pool: hard negatives among this many")
     ap.add_argument("--centre-only", action="store_true")
     ap.add_argument("--oracle-text", action="store_true")
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--model", default="{}", help="GANConfig overrides as JSON (d_width, d_conditioning, attention)")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--contrastive", type=float, default=0.0, help="train.contrastive_d")
-    ap.add_argument("--candidates", type=int, default=8, help="train.contrastive_candidates")
+    ap.add_argument("--contrastive", type=float, default=0.0, help="train.loss.contrastive_d")
+    ap.add_argument("--candidates", type=int, default=8, help="train.loss.contrastive_candidates")
     args = ap.parse_args()
     torch.set_num_threads(1)
-    torch.set_flush_denormal(True)  # denormals in small conv nets cost 2-10x at random (shared/NOTES)
+    torch.set_flush_denormal(True)  # denormals in small conv nets cost 2-10x at random
     torch.manual_seed(args.seed)
 
     prepared_dir, emb_dir = args.project / "data" / "prepared", args.project / "data" / "embeddings"
@@ -100,20 +101,22 @@ def main() -> None:
     gen = torch.Generator().manual_seed(args.seed)
     cpu = torch.device("cpu")
     fast_bf16 = cpu_has_fast_bf16()
+    drawn = LossParams(near_miss=args.near_miss, near_miss_pool=args.pool)
     t0 = time.perf_counter()
     for _ in tqdm(range(args.steps), desc="d_proxy", unit="step", mininterval=5.0):
         rows = pool_rows[torch.randint(0, len(pool_rows), (args.batch_size,), generator=gen)]
-        real, text, partner = data.batch(rows, cpu, channels_last=False)  # (B, 3, R, R), (B, D), (B,)
+        batch = data.batch(rows, cpu, channels_last=False)
+        real, text = batch.images, batch.text  # (B, 3, R, R), (B, D)
 
         def rank(candidates: torch.Tensor) -> torch.Tensor:  # (B, K, D) -> (B, K)
             with torch.no_grad():
                 return d.rank_texts(real, sentence(candidates.flatten(0, 1)).view_as(candidates)).float()
 
-        wrong = mismatched_text(data, text, rows, partner, gen, args.near_miss, args.pool, rank)
+        wrong = hard_mismatch(data.relations, data.text, rows, gen, drawn, rank)
         b, k = len(rows), args.candidates
         texts, index = [sentence(text), sentence(wrong)], [torch.arange(b), torch.arange(b)]
         if args.contrastive > 0:
-            cand_rows, valid = near_miss_candidates(data, rows, k, gen)  # (B, K)
+            cand_rows, valid = data.relations.near.draw(rows, k, gen)  # (B, K)
             texts.append(sentence(data.text[cand_rows.flatten()]))
             index.append(torch.arange(b).repeat_interleave(k))
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=fast_bf16):  # what train.precision=auto picks

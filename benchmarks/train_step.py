@@ -29,11 +29,12 @@ from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from t2i.config import load_section  # noqa: E402
-from t2i.train.data import TrainData  # noqa: E402
-from t2i.train.loop import loss_config, model_config  # noqa: E402
-from t2i.train.runtime import Runtime, cpu_has_fast_bf16, pick_dtype, seed_everything, setup_runtime  # noqa: E402
 from t2i.models.matcher import Matcher  # noqa: E402
-from t2i.train.step import GANState, build_state, train_step  # noqa: E402
+from t2i.train.data import TrainData  # noqa: E402
+from t2i.train.loop import model_config  # noqa: E402
+from t2i.train.negatives import CSR, CaptionRelations  # noqa: E402
+from t2i.train.runtime import Runtime, cpu_has_fast_bf16, pick_dtype, seed_everything, setup_runtime  # noqa: E402
+from t2i.train.step import GANState, StepConfig, build_state, train_step  # noqa: E402
 
 
 def fake_data(n: int, res: int, dim: int, near_per_row: int = 13) -> TrainData:
@@ -43,11 +44,12 @@ def fake_data(n: int, res: int, dim: int, near_per_row: int = 13) -> TrainData:
     g = torch.Generator().manual_seed(0)
     text = torch.nn.functional.normalize(torch.randn(n, dim, generator=g), dim=1)
     partner = torch.where(torch.rand(n, generator=g) < 0.5, torch.randint(0, n, (n,), generator=g), -1)
+    near = CSR(torch.arange(n + 1) * near_per_row, torch.randint(0, n, (n * near_per_row,), generator=g))
+    none = CSR(torch.zeros(n + 1, dtype=torch.long), torch.zeros(0, dtype=torch.long))
     return TrainData(
         images=torch.randint(0, 256, (n, res, res, 3), dtype=torch.uint8, generator=g),
-        image_index=torch.arange(n), text=text, partner=partner,
+        image_index=torch.arange(n), text=text, relations=CaptionRelations(partner, near, none, none),
         table=pd.DataFrame(), all_text=text.numpy(), encoder={}, identity="bench",
-        near_offsets=torch.arange(n + 1) * near_per_row, near_rows=torch.randint(0, n, (n * near_per_row,), generator=g),
     )
 
 
@@ -67,35 +69,35 @@ def matmul_gflops(dtype: torch.dtype, device: torch.device, seconds: float, n: i
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--steps", type=int, default=8, help="timed steps per variant per round (a multiple of train.ma_gp_every)")
+    ap.add_argument("--steps", type=int, default=8, help="timed steps per variant per round (a multiple of train.loss.ma_gp_every)")
     ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds; the best round counts")
-    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: train.threads or all cores)")
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: train_runtime.threads or all cores)")
     ap.add_argument("--batch-size", type=int, default=None)
     ap.add_argument("--params", default="params.yaml")
     ap.add_argument("--epoch-images", type=int, default=None,
                     help="images per epoch (Oxford-102 trainval: 7034): also print seconds per epoch")
     args = ap.parse_args()
     p = load_section("train", args.params)
+    where = load_section("train_runtime", args.params)
     res = load_section("ingest", args.params).resolution
     batch = args.batch_size or p.batch_size
-    base = setup_runtime(p.device, "fp32", False, args.threads or p.threads)
+    base = setup_runtime(where.device, "fp32", False, args.threads or where.threads)
     data = fake_data(4096, res, 512)
     cfg = model_config(p, data)
-    loss_cfg = loss_config(p)
     sync = torch.cuda.synchronize if base.device.type == "cuda" else (lambda: None)
 
     def with_matcher(state: GANState, rt: Runtime) -> GANState:
-        # train.matcher_weight > 0: the G step also runs the frozen matcher on its fakes. Its
+        # train.loss.matcher_weight > 0: the G step also runs the frozen matcher on its fakes. Its
         # weights do not change the cost, so an unfitted one stands in for the stage's.
-        if p.matcher_weight > 0:
+        if p.loss.matcher_weight > 0:
             state.matcher = Matcher(data.text_dim).to(rt.device).eval().requires_grad_(False)
         return state
 
     def prepare(rt: Runtime) -> object:
         seed_everything(0)
-        state = with_matcher(build_state(cfg, p.lr_g, p.lr_d, (p.beta1, p.beta2), rt, ddp=False), rt)
+        state = with_matcher(build_state(cfg, p.optim, rt, ddp=False), rt)
         for i in range(2):  # warm-up: allocator, oneDNN kernel selection
-            train_step(state, data, torch.arange(batch), i, 0, 0, loss_cfg, p.ema_decay, rt)
+            train_step(state, data, torch.arange(batch), i, StepConfig(p.loss, p.optim.ema_decay, rt))
         return state
 
     def timed(state: object, rt: Runtime, steps: int) -> float:
@@ -103,16 +105,16 @@ def main() -> None:
         t0 = time.perf_counter()
         for i in range(steps):
             rows = torch.arange(i * batch, (i + 1) * batch) % len(data.text)
-            train_step(state, data, rows, i, 0, 0, loss_cfg, p.ema_decay, rt)  # type: ignore[arg-type]
+            train_step(state, data, rows, i, StepConfig(p.loss, p.optim.ema_decay, rt))  # type: ignore[arg-type]
         sync()
         return steps * batch / (time.perf_counter() - t0)
 
     # FLOPs of one iteration (precision-independent count), counted once in fp32.
     seed_everything(0)
-    st = with_matcher(build_state(cfg, p.lr_g, p.lr_d, (p.beta1, p.beta2), base, ddp=False), base)
+    st = with_matcher(build_state(cfg, p.optim, base, ddp=False), base)
     counter = FlopCounterMode(display=False)
     with counter:
-        train_step(st, data, torch.arange(batch), 0, 0, 0, loss_cfg, p.ema_decay, base)
+        train_step(st, data, torch.arange(batch), 0, StepConfig(p.loss, p.optim.ema_decay, base))
     flops_step = counter.get_total_flops()
 
     peak = {"fp32": max(matmul_gflops(torch.float32, base.device, 1.0) for _ in range(2)),

@@ -1,4 +1,4 @@
-"""Typed, validated params: one pydantic model per params.yaml section.
+"""Typed, validated params: one pydantic model per params.yaml section (groups nested inside).
 
 A stage calls ``load_section("train")`` before it does any work. An unknown key, a wrong type or
 an out-of-range value raises ``ParamsError`` whose message names the dotted key and what is
@@ -190,12 +190,23 @@ def _group_at(cls: type[Section], loc: tuple[Any, ...]) -> type[Section]:
     return cls
 
 
+def _group_hint(section: str, cls: type[Section], loc: tuple[Any, ...]) -> str | None:
+    """A key given at the section level that belongs to one of its groups: name where it goes."""
+    if len(loc) != 1:
+        return None
+    for group, field in cls.model_fields.items():
+        kind = field.annotation
+        if isinstance(kind, type) and issubclass(kind, Section) and loc[0] in kind.model_fields:
+            return f"unknown key '{section}.{loc[0]}': it belongs to a group, '{section}.{group}.{loc[0]}'"
+    return None
+
+
 def _format(section: str, cls: type[Section], err: ValidationError, source: Path) -> str:
     lines = []
     for e in err.errors():
         key = ".".join([section, *map(str, e["loc"])])
         if e["type"] == "extra_forbidden":
-            lines.append(_unknown(key, list(_group_at(cls, e["loc"]).model_fields)))
+            lines.append(_group_hint(section, cls, e["loc"]) or _unknown(key, list(_group_at(cls, e["loc"]).model_fields)))
         else:
             lines.append(f"'{key}': {e['msg']} (got {e.get('input')!r})")
     return f"{source}: invalid params:\n  " + "\n  ".join(lines)

@@ -16,6 +16,10 @@ from t2i.train.matcher import fit_matcher
 
 COLOURS = ["red", "blue", "yellow", "white"]
 
+# Every training test runs on one thread: quick on a shared machine, and a run's losses are the
+# same from one run to the next (a resumed run is compared with a straight one bit for bit).
+torch.set_num_threads(1)
+
 
 def make_dataset(root: Path, n_images: int = 48, resolution: int = 32, dim: int = 32, seed: int = 0) -> tuple[Path, Path]:
     """data/prepared + data/embeddings under root: random images, random unit caption vectors,
@@ -53,7 +57,6 @@ def save_small_matcher(root: Path) -> Path:
     return root / "data" / "matcher"
 
 
-# Where the tests train: one thread, so losses are the same run to run.
 ONE_THREAD = TrainRuntimeParams(device="cpu", threads=1)
 
 

@@ -253,17 +253,17 @@ def draw_negatives(rel: CaptionRelations, rows: torch.Tensor, gen: torch.Generat
     return neg
 
 
-def hard_mismatch(rel: CaptionRelations, text: torch.Tensor, table: torch.Tensor, rows: torch.Tensor,
-                  gen: torch.Generator, cfg: LossParams, rank: Callable[[torch.Tensor], torch.Tensor] | None = None,
-                  ) -> torch.Tensor:
-    """Wrong captions for the real images (B, D), drawn as `draw_mismatch` does; with
-    near_miss_pool > 1 and `rank` (raw candidate sentences (B, P, D) -> match scores (B, P)), a
-    one-word miss is the best-matching of the pool (hard negatives, VSE++, Faghri et al. 2018).
+def hard_mismatch(rel: CaptionRelations, table: torch.Tensor, rows: torch.Tensor, gen: torch.Generator,
+                  cfg: LossParams, rank: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
+    """Wrong captions (B, D) for the train captions `rows` of `table` (M, D), drawn as
+    `draw_mismatch` does; with near_miss_pool > 1 and `rank` (raw candidate sentences (B, P, D) ->
+    match scores (B, P)), a one-word miss is the best-matching of the pool (hard negatives,
+    VSE++, Faghri et al. 2018).
     The training step ranks inside D's own forward instead; benchmarks/d_proxy.py uses this."""
     m = draw_mismatch(rel, rows, gen, cfg.near_miss, cfg.near_miss_pool)
-    wrong = mismatch_text(text, table, m.rows)
+    wrong = mismatch_text(table[rows], table, m.rows)
     if cfg.near_miss_pool <= 1 or rank is None or not bool(m.near.any()):
         return wrong
-    best = rank(table[m.pool].to(text.device)).argmax(dim=1).cpu()  # (B,)
-    hard = table[m.pool[torch.arange(len(rows)), best]].to(text.device)  # (B, D)
-    return torch.where(m.near.to(text.device)[:, None], hard, wrong)
+    best = rank(table[m.pool]).argmax(dim=1).cpu()  # (B,)
+    hard = table[m.pool[torch.arange(len(rows)), best]]  # (B, D)
+    return torch.where(m.near[:, None], hard, wrong)
