@@ -27,7 +27,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm
@@ -42,7 +41,7 @@ from t2i.data.flowers import COLORS  # noqa: E402
 from t2i.models import Discriminator, GANConfig  # noqa: E402
 from t2i.models.text_norm import TextNorm  # noqa: E402
 from t2i.text import encoder_from_info  # noqa: E402
-from t2i.train.data import load_train_data  # noqa: E402
+from t2i.train.data import TrainData, load_train_data  # noqa: E402
 from t2i.train.losses import candidate_ce  # noqa: E402
 from t2i.train.runtime import cpu_has_fast_bf16  # noqa: E402
 from t2i.config import LossParams  # noqa: E402
@@ -61,7 +60,7 @@ def one_hot_colours(attrs: list[dict[str, Any]], dim: int) -> torch.Tensor:
     return out * 8.0
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--project", type=Path, default=ROOT)
     ap.add_argument("--steps", type=int, default=600)
@@ -75,55 +74,68 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--contrastive", type=float, default=0.0, help="train.loss.contrastive_d")
     ap.add_argument("--candidates", type=int, default=8, help="train.loss.contrastive_candidates")
-    args = ap.parse_args()
+    return ap.parse_args()
+
+
+def d_step(d: Discriminator, data: TrainData, rows: torch.Tensor, sentence: Any, gen: torch.Generator,
+           args: argparse.Namespace) -> torch.Tensor:
+    """The matching half of D's training loss on real images (B = rows) and drawn wrong captions."""
+    batch = data.batch(rows, torch.device("cpu"), channels_last=False)
+    real, text = batch.images, batch.text  # (B, 3, R, R), (B, D)
+
+    def rank(candidates: torch.Tensor) -> torch.Tensor:  # (B, K, D) -> (B, K)
+        with torch.no_grad():
+            return d.rank_texts(real, sentence(candidates.flatten(0, 1)).view_as(candidates)).float()
+
+    drawn = LossParams(near_miss=args.near_miss, near_miss_pool=args.pool)
+    wrong = hard_mismatch(data.relations, data.text, rows, gen, drawn, rank)
+    b, k = len(rows), args.candidates
+    texts, index = [sentence(text), sentence(wrong)], [torch.arange(b), torch.arange(b)]
+    if args.contrastive > 0:
+        cand_rows, valid = data.relations.near.draw(rows, k, gen)  # (B, K)
+        texts.append(sentence(data.text[cand_rows.flatten()]))
+        index.append(torch.arange(b).repeat_interleave(k))
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cpu_has_fast_bf16()):  # what train.precision=auto picks
+        out = d(real, torch.cat(texts), torch.cat(index)).float()  # (2B [+ B*K],)
+    loss = F.relu(1.0 - out[:b]).mean() + F.relu(1.0 + out[b : 2 * b]).mean()
+    if args.contrastive > 0:
+        loss = loss + args.contrastive * candidate_ce(out[:b], out[2 * b :].view(b, k), valid)
+    return loss
+
+
+def text_inputs(data: TrainData, oracle: bool) -> tuple[Any, torch.Tensor]:
+    """What D reads a caption through, and the centre-naming mask of the train captions. With
+    ``oracle`` the sentence vectors of ``data`` are replaced by one-hot colours."""
+    train_table = data.table[data.table["split"] == "train"].reset_index(drop=True)  # row i = data.text[i]
+    named = torch.from_numpy(train_table["mentions"].str.contains("center_color").to_numpy())
+    if oracle:
+        attrs = [{**r, "center_color": r["center_color"] if n else None} for r, n in
+                 zip(train_table[["petal_color", "stem_color", "center_color"]].to_dict("records"), named.tolist())]
+        data.text = one_hot_colours(attrs, data.text_dim)
+        return torch.nn.Identity(), named  # the one-hot vectors are used as they are
+    sentence = TextNorm(data.text_dim, "whiten")
+    sentence.fit(data.text)
+    return sentence, named
+
+
+def main() -> None:
+    args = parse_args()
     torch.set_num_threads(1)
     torch.set_flush_denormal(True)  # denormals in small conv nets cost 2-10x at random
     torch.manual_seed(args.seed)
-
     prepared_dir, emb_dir = args.project / "data" / "prepared", args.project / "data" / "embeddings"
     data = load_train_data(prepared_dir, emb_dir)
-    train_table = data.table[data.table["split"] == "train"].reset_index(drop=True)  # row i = data.text[i]
-    named = train_table["mentions"].str.contains("center_color").to_numpy()
-    if args.oracle_text:
-        attrs = [{**r, "center_color": r["center_color"] if n else None} for r, n in
-                 zip(train_table[["petal_color", "stem_color", "center_color"]].to_dict("records"), named)]
-        data.text = one_hot_colours(attrs, data.text_dim)
-        sentence: Any = torch.nn.Identity()  # the one-hot vectors are used as they are
-    else:
-        sentence = TextNorm(data.text_dim, "whiten")
-        sentence.fit(data.text)
-    pool_rows = torch.from_numpy(np.flatnonzero(named)) if args.centre_only else torch.arange(len(data.text))
-
+    sentence, named = text_inputs(data, args.oracle_text)
+    pool_rows = torch.nonzero(named).flatten() if args.centre_only else torch.arange(len(data.text))
     cfg = GANConfig(**{"resolution": data.resolution, "text_dim": data.text_dim, "d_width": 16, "attention": (8,),
                        "text_norm": "whiten", **json.loads(args.model)})
     d = Discriminator(cfg)
     opt = torch.optim.Adam(d.parameters(), lr=args.lr, betas=(0.0, 0.9))
     gen = torch.Generator().manual_seed(args.seed)
-    cpu = torch.device("cpu")
-    fast_bf16 = cpu_has_fast_bf16()
-    drawn = LossParams(near_miss=args.near_miss, near_miss_pool=args.pool)
     t0 = time.perf_counter()
     for _ in tqdm(range(args.steps), desc="d_proxy", unit="step", mininterval=5.0):
         rows = pool_rows[torch.randint(0, len(pool_rows), (args.batch_size,), generator=gen)]
-        batch = data.batch(rows, cpu, channels_last=False)
-        real, text = batch.images, batch.text  # (B, 3, R, R), (B, D)
-
-        def rank(candidates: torch.Tensor) -> torch.Tensor:  # (B, K, D) -> (B, K)
-            with torch.no_grad():
-                return d.rank_texts(real, sentence(candidates.flatten(0, 1)).view_as(candidates)).float()
-
-        wrong = hard_mismatch(data.relations, data.text, rows, gen, drawn, rank)
-        b, k = len(rows), args.candidates
-        texts, index = [sentence(text), sentence(wrong)], [torch.arange(b), torch.arange(b)]
-        if args.contrastive > 0:
-            cand_rows, valid = data.relations.near.draw(rows, k, gen)  # (B, K)
-            texts.append(sentence(data.text[cand_rows.flatten()]))
-            index.append(torch.arange(b).repeat_interleave(k))
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=fast_bf16):  # what train.precision=auto picks
-            out = d(real, torch.cat(texts), torch.cat(index)).float()  # (2B [+ B*K],)
-        loss = F.relu(1.0 - out[:b]).mean() + F.relu(1.0 + out[b : 2 * b]).mean()
-        if args.contrastive > 0:
-            loss = loss + args.contrastive * candidate_ce(out[:b], out[2 * b :].view(b, k), valid)
+        loss = d_step(d, data, rows, sentence, gen, args)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -142,7 +154,7 @@ def main() -> None:
     print(json.dumps({"steps": args.steps, "near_miss": args.near_miss, "pool": args.pool, "centre_only": args.centre_only,
                       "oracle_text": args.oracle_text, "lr": args.lr,
                       "contrastive": args.contrastive, "candidates": args.candidates, "model": json.loads(args.model),
-                      "train_seconds": round(seconds), "bf16": fast_bf16, **result}))
+                      "train_seconds": round(seconds), "bf16": cpu_has_fast_bf16(), **result}))
 
 
 if __name__ == "__main__":

@@ -245,16 +245,18 @@ def load_section(name: str, path: Path | str = DEFAULT_PARAMS) -> Any:
     return validate_section(name, read_params(path).get(name), path)
 
 
-def updated(params: S, changes: dict[str, Any]) -> S:
-    """``params`` with ``changes`` merged in, nested groups key by key
-    (``{"loss": {"kind": "bce"}}`` keeps the other loss keys), validated like params.yaml."""
-    def merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
-        out = dict(base)
-        for k, v in over.items():
-            out[k] = merge(base[k], v) if isinstance(v, dict) and isinstance(base.get(k), dict) else v
-        return out
+def merged(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """``base`` with ``over`` laid on top, nested mappings key by key."""
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = merged(base[k], v) if isinstance(v, dict) and isinstance(base.get(k), dict) else v
+    return out
 
-    return type(params).model_validate(merge(params.model_dump(), changes))
+
+def updated(params: S, changes: dict[str, Any]) -> S:
+    """``params`` with ``changes`` merged in (``{"loss": {"kind": "bce"}}`` keeps the other loss
+    keys), validated like params.yaml: a bad key or value raises pydantic's ValidationError."""
+    return type(params).model_validate(merged(params.model_dump(), changes))
 
 
 def load_all(path: Path | str = DEFAULT_PARAMS) -> dict[str, Section]:
