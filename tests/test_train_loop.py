@@ -39,7 +39,7 @@ def test_near_miss_partners_differ_in_one_word_from_other_images() -> None:
     assert near[4] == []
 
 
-def test_mismatched_text_mixes_swaps_near_misses_and_others(tmp_path: Path) -> None:
+def test_wrong_captions_mix_swaps_near_misses_and_others(tmp_path: Path) -> None:
     data = load_train_data(*make_dataset(tmp_path))
     rel, rows = data.relations, torch.arange(len(data.text))
 
