@@ -12,7 +12,6 @@ import torch
 
 from t2i.config import LossParams, ModelParams, TrainParams, TrainRuntimeParams, updated
 from t2i.train import Outputs, load_train_data
-from t2i.train.matcher import fit_matcher
 
 COLOURS = ["red", "blue", "yellow", "white"]
 
@@ -52,6 +51,8 @@ def outputs_in(root: Path) -> Outputs:
 def save_small_matcher(root: Path) -> Path:
     """root/data/matcher from a 2-step fit on the dataset under root: what the train stage loads
     when train.loss.matcher_weight > 0 (the default)."""
+    from t2i.train.matcher import fit_matcher  # here, not at the top: the loop's tests need no matcher
+
     data = load_train_data(root / "data" / "prepared", root / "data" / "embeddings")
     fit_matcher(data, steps=2, seed=0, device=torch.device("cpu"), batch_size=8).save(root / "data" / "matcher")
     return root / "data" / "matcher"
