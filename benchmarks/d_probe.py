@@ -12,8 +12,8 @@ colour was traced to D (docs/results/tuning.md).
 
 A one-colour miss can be rejected by colour presence alone. The role check is printed per
 template: each test caption against its petal/stem swap (the same colours in the other roles),
-how often D prefers the true caption and by what mean margin. Session 9 found the copula
-templates' swaps checked 5x more weakly than the others' this way.
+how often D prefers the true caption and by what mean margin (a template whose swaps D checks
+weakly is one G will not learn the roles of).
 """
 
 from __future__ import annotations

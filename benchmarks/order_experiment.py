@@ -6,7 +6,7 @@
 
 With --jobs N the first run still runs alone (its minutes are the honest wall time of a
 `dvc repro` on this machine, and it fills the shared cache with ingest/embed); the others run N
-at a time with `train.threads=1` (and `matcher.threads=1`) each, which on 2 cores gets more images/s in total than one
+at a time with `train_runtime.threads=1` (and `matcher.threads=1`) each, which on 2 cores gets more images/s in total than one
 2-thread run. Their minutes are marked as concurrent and say nothing about a lone repro.
 
 Each run is a full `dvc repro` of the default params plus its overrides, in a throwaway copy of
@@ -43,7 +43,7 @@ RUNS: dict[str, dict[str, Any]] = {
     "use-seed1": {"train.seed": 1, "matcher.seed": 1},
     "use-seed2": {"train.seed": 2, "matcher.seed": 2},
     "bow": {"embed.encoder": "bow"},
-    "no-attention": {"train.attention": []},
+    "no-attention": {"train.model.attention": []},
 }
 COLUMNS = {  # column -> dotted key in eval/metrics.json
     "test attr_all": "test.attr_all",
@@ -74,9 +74,9 @@ def lookup(metrics: dict[str, Any], dotted: str) -> float | None:
 def run_one(name: str, overrides: dict[str, Any], work: Path, cache: Path, concurrent: int = 1) -> dict[str, Any]:
     dest = work / name
     dest.mkdir(parents=True)
-    # train/matcher.threads are not DVC-tracked params (speed, not results): the copy's params
-    # differ from the recorded overrides only in them.
-    speed = {"train.threads": 1, "matcher.threads": 1} if concurrent > 1 else {}
+    # train_runtime.threads and matcher.threads are not DVC-tracked params (speed, not results):
+    # the copy's params differ from the recorded overrides only in them.
+    speed = {"train_runtime.threads": 1, "matcher.threads": 1} if concurrent > 1 else {}
     project_copy.make_project(ROOT, dest, project_copy.dotted_to_nested({**overrides, **speed}), cache_dir=cache)
     # One eval cache for all copies (keyed by data hash): the first run trains the judge, as a
     # fresh clone would; the others reuse it instead of each spending ~3 min retraining it.

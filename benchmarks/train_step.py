@@ -21,19 +21,23 @@ import os
 import platform
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from t2i.config import load_section  # noqa: E402
-from t2i.train.data import TrainData  # noqa: E402
-from t2i.train.loop import loss_config, model_config  # noqa: E402
-from t2i.train.runtime import Runtime, cpu_has_fast_bf16, pick_dtype, seed_everything, setup_runtime  # noqa: E402
+from t2i.config import TrainParams, load_section  # noqa: E402
+from t2i.models import GANConfig  # noqa: E402
 from t2i.models.matcher import Matcher  # noqa: E402
-from t2i.train.step import GANState, build_state, train_step  # noqa: E402
+from t2i.train.data import TrainData  # noqa: E402
+from t2i.train.loop import model_config  # noqa: E402
+from t2i.train.negatives import CSR, CaptionRelations  # noqa: E402
+from t2i.train.runtime import Runtime, cpu_has_fast_bf16, pick_dtype, seed_everything, setup_runtime  # noqa: E402
+from t2i.train.step import GANState, StepConfig, build_state, train_step  # noqa: E402
 
 
 def fake_data(n: int, res: int, dim: int, near_per_row: int = 13) -> TrainData:
@@ -43,11 +47,12 @@ def fake_data(n: int, res: int, dim: int, near_per_row: int = 13) -> TrainData:
     g = torch.Generator().manual_seed(0)
     text = torch.nn.functional.normalize(torch.randn(n, dim, generator=g), dim=1)
     partner = torch.where(torch.rand(n, generator=g) < 0.5, torch.randint(0, n, (n,), generator=g), -1)
+    near = CSR(torch.arange(n + 1) * near_per_row, torch.randint(0, n, (n * near_per_row,), generator=g))
+    none = CSR(torch.zeros(n + 1, dtype=torch.long), torch.zeros(0, dtype=torch.long))
     return TrainData(
         images=torch.randint(0, 256, (n, res, res, 3), dtype=torch.uint8, generator=g),
-        image_index=torch.arange(n), text=text, partner=partner,
+        image_index=torch.arange(n), text=text, relations=CaptionRelations(partner, near, none, none),
         table=pd.DataFrame(), all_text=text.numpy(), encoder={}, identity="bench",
-        near_offsets=torch.arange(n + 1) * near_per_row, near_rows=torch.randint(0, n, (n * near_per_row,), generator=g),
     )
 
 
@@ -65,94 +70,114 @@ def matmul_gflops(dtype: torch.dtype, device: torch.device, seconds: float, n: i
     return 2 * n**3 * reps / (time.perf_counter() - t0) / 1e9
 
 
+@dataclass
+class Bench:
+    """The config and stand-in data every variant is timed on."""
+    p: TrainParams
+    data: TrainData
+    cfg: GANConfig
+    batch: int
+    base: Runtime
+
+    def state(self, rt: Runtime) -> GANState:
+        seed_everything(0)
+        state = build_state(self.cfg, self.p.optim, rt, ddp=False)
+        # train.loss.matcher_weight > 0: the G step also runs the frozen matcher on its fakes. Its
+        # weights do not change the cost, so an unfitted one stands in for the stage's.
+        if self.p.loss.matcher_weight > 0:
+            state.matcher = Matcher(self.data.text_dim).to(rt.device).eval().requires_grad_(False)
+        return state
+
+    def step(self, state: GANState, rt: Runtime, i: int) -> None:
+        rows = torch.arange(i * self.batch, (i + 1) * self.batch) % len(self.data.text)
+        train_step(state, self.data, rows, i, StepConfig(self.p.loss, self.p.optim.ema_decay, rt))
+
+    def images_per_s(self, state: GANState, rt: Runtime, steps: int) -> float:
+        sync = torch.cuda.synchronize if rt.device.type == "cuda" else (lambda: None)
+        sync()
+        t0 = time.perf_counter()
+        for i in range(steps):
+            self.step(state, rt, i)
+        sync()
+        return steps * self.batch / (time.perf_counter() - t0)
+
+    def flops(self) -> int:
+        """FLOPs of one iteration (precision-independent count), counted once in fp32."""
+        counter = FlopCounterMode(display=False)
+        with counter:
+            self.step(self.state(self.base), self.base, 0)
+        return counter.get_total_flops()
+
+
+def best_rates(bench: Bench, rounds: int, steps: int, peak: dict[str, float]) -> dict[tuple[str, bool], float]:
+    """Best images/s per (precision, channels_last) over interleaved rounds: on a shared machine a
+    neighbour's burst then hits every variant alike instead of whichever ran during it. The
+    matmul reference in ``peak`` is re-measured every round too (best of all): a peak measured
+    during a burst would inflate MFU past 1."""
+    runtimes = {(prec, cl): Runtime(device=bench.base.device, dtype=None if prec == "fp32" else torch.bfloat16, channels_last=cl)
+                for prec in ("fp32", "bf16") for cl in (False, True)}
+    states = {k: bench.state(rt) for k, rt in runtimes.items()}
+    for k, rt in runtimes.items():
+        for i in range(2):  # warm-up: allocator, oneDNN kernel selection
+            bench.step(states[k], rt, i)
+    best = {k: 0.0 for k in runtimes}
+    for _ in range(rounds):
+        for k, rt in runtimes.items():
+            best[k] = max(best[k], bench.images_per_s(states[k], rt, steps))
+        for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+            peak[name] = max(peak[name], matmul_gflops(dtype, bench.base.device, 1.0))
+    return best
+
+
+def variants(best: dict[tuple[str, bool], float], flops_step: int, batch: int, peak: dict[str, float],
+             native_bf16: bool) -> list[dict[str, Any]]:
+    out = []
+    for (precision, cl), ips in best.items():
+        gflops = flops_step / batch * ips / 1e9
+        out.append({"precision": precision, "channels_last": cl, "images_per_s": round(ips, 1),
+                    "achieved_gflop_s": round(gflops, 1),
+                    # Emulated bf16 (AVX2 CPUs) has no meaningful peak: its matmul is slower than the convs.
+                    "mfu": None if precision == "bf16" and not native_bf16 else round(gflops / peak[precision], 3)})
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--steps", type=int, default=8, help="timed steps per variant per round (a multiple of train.ma_gp_every)")
+    ap.add_argument("--steps", type=int, default=8, help="timed steps per variant per round (a multiple of train.loss.ma_gp_every)")
     ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds; the best round counts")
-    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: train.threads or all cores)")
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: train_runtime.threads or all cores)")
     ap.add_argument("--batch-size", type=int, default=None)
     ap.add_argument("--params", default="params.yaml")
     ap.add_argument("--epoch-images", type=int, default=None,
                     help="images per epoch (Oxford-102 trainval: 7034): also print seconds per epoch")
     args = ap.parse_args()
     p = load_section("train", args.params)
+    where = load_section("train_runtime", args.params)
     res = load_section("ingest", args.params).resolution
-    batch = args.batch_size or p.batch_size
-    base = setup_runtime(p.device, "fp32", False, args.threads or p.threads)
+    base = setup_runtime(where.device, "fp32", False, args.threads or where.threads)
     data = fake_data(4096, res, 512)
-    cfg = model_config(p, data)
-    loss_cfg = loss_config(p)
-    sync = torch.cuda.synchronize if base.device.type == "cuda" else (lambda: None)
-
-    def with_matcher(state: GANState, rt: Runtime) -> GANState:
-        # train.matcher_weight > 0: the G step also runs the frozen matcher on its fakes. Its
-        # weights do not change the cost, so an unfitted one stands in for the stage's.
-        if p.matcher_weight > 0:
-            state.matcher = Matcher(data.text_dim).to(rt.device).eval().requires_grad_(False)
-        return state
-
-    def prepare(rt: Runtime) -> object:
-        seed_everything(0)
-        state = with_matcher(build_state(cfg, p.lr_g, p.lr_d, (p.beta1, p.beta2), rt, ddp=False), rt)
-        for i in range(2):  # warm-up: allocator, oneDNN kernel selection
-            train_step(state, data, torch.arange(batch), i, 0, 0, loss_cfg, p.ema_decay, rt)
-        return state
-
-    def timed(state: object, rt: Runtime, steps: int) -> float:
-        sync()
-        t0 = time.perf_counter()
-        for i in range(steps):
-            rows = torch.arange(i * batch, (i + 1) * batch) % len(data.text)
-            train_step(state, data, rows, i, 0, 0, loss_cfg, p.ema_decay, rt)  # type: ignore[arg-type]
-        sync()
-        return steps * batch / (time.perf_counter() - t0)
-
-    # FLOPs of one iteration (precision-independent count), counted once in fp32.
-    seed_everything(0)
-    st = with_matcher(build_state(cfg, p.lr_g, p.lr_d, (p.beta1, p.beta2), base, ddp=False), base)
-    counter = FlopCounterMode(display=False)
-    with counter:
-        train_step(st, data, torch.arange(batch), 0, 0, 0, loss_cfg, p.ema_decay, base)
-    flops_step = counter.get_total_flops()
-
+    bench = Bench(p, data, model_config(p, data), args.batch_size or p.batch_size, base)
+    flops_step = bench.flops()
     peak = {"fp32": max(matmul_gflops(torch.float32, base.device, 1.0) for _ in range(2)),
             "bf16": max(matmul_gflops(torch.bfloat16, base.device, 1.0) for _ in range(2))}
-    # Interleaved rounds, best round per variant: on a shared machine a neighbour's burst then
-    # hits every variant alike instead of whichever happened to run during it.
-    runtimes = {(prec, cl): Runtime(device=base.device, dtype=None if prec == "fp32" else torch.bfloat16, channels_last=cl)
-                for prec in ("fp32", "bf16") for cl in (False, True)}
-    states = {k: prepare(rt) for k, rt in runtimes.items()}
-    best = {k: 0.0 for k in runtimes}
-    for _ in range(args.rounds):
-        for k, rt in runtimes.items():
-            best[k] = max(best[k], timed(states[k], rt, args.steps))
-        # The matmul reference is re-measured every round too (best of all): a peak measured
-        # during a neighbour's burst would inflate MFU past 1.
-        peak["fp32"] = max(peak["fp32"], matmul_gflops(torch.float32, base.device, 1.0))
-        peak["bf16"] = max(peak["bf16"], matmul_gflops(torch.bfloat16, base.device, 1.0))
-    native_bf16 = base.device.type == "cuda" or cpu_has_fast_bf16()
-    variants = []
-    for (precision, cl), ips in best.items():
-        gflops = flops_step / batch * ips / 1e9
-        variants.append({"precision": precision, "channels_last": cl, "images_per_s": round(ips, 1),
-                         "achieved_gflop_s": round(gflops, 1),
-                         # Emulated bf16 (AVX2 CPUs) has no meaningful peak: its matmul is slower than the convs.
-                         "mfu": None if precision == "bf16" and not native_bf16 else round(gflops / peak[precision], 3)})
+    rows = variants(best_rates(bench, args.rounds, args.steps, peak), flops_step, bench.batch, peak,
+                    base.device.type == "cuda" or cpu_has_fast_bf16())
     # What train.precision resolves to here (auto: bf16 only where the CPU/GPU runs it natively),
     # and whether that is the faster of the two precisions measured above.
     picked = {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[pick_dtype(p.precision, base.device)]
-    default = next((v for v in variants if v["precision"] == picked and v["channels_last"] == p.channels_last),
+    default = next((v for v in rows if v["precision"] == picked and v["channels_last"] == p.channels_last),
                    {"precision": picked, "channels_last": p.channels_last, "images_per_s": None})
-    same_layout = {v["precision"]: v["images_per_s"] for v in variants if v["channels_last"] == p.channels_last}
-    fastest = max(same_layout, key=lambda k: same_layout[k])
+    same_layout = {v["precision"]: v["images_per_s"] for v in rows if v["channels_last"] == p.channels_last}
+    st = bench.state(base)
     print(json.dumps({
         "device": str(base.device), "cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
-        "torch": torch.__version__, "resolution": res, "batch_size": batch,
+        "torch": torch.__version__, "resolution": res, "batch_size": bench.batch,
         "params_g": sum(x.numel() for x in st.g_raw.parameters()), "params_d": sum(x.numel() for x in st.d_raw.parameters()),
-        "gflop_per_step": round(flops_step / 1e9, 2), "gflop_per_image": round(flops_step / batch / 1e9, 3),
+        "gflop_per_step": round(flops_step / 1e9, 2), "gflop_per_image": round(flops_step / bench.batch / 1e9, 3),
         "matmul_gflop_s": {k: round(v, 1) for k, v in peak.items()},
-        "default": default, "precision_param": p.precision, "default_is_fastest_precision": picked == fastest,
-        "variants": variants,
+        "default": default, "precision_param": p.precision,
+        "default_is_fastest_precision": picked == max(same_layout, key=lambda k: same_layout[k]),
+        "variants": rows,
         **({"epoch_images": args.epoch_images, "seconds_per_epoch": round(args.epoch_images / default["images_per_s"], 1)}
            if args.epoch_images and default["images_per_s"] else {}),
         "load_average": os.getloadavg()[0],

@@ -2,7 +2,7 @@
 
     python -m stages.matcher    (params: the `matcher` section of params.yaml)
 
-Fits the frozen image-caption scorer that G's loss uses when train.matcher_weight > 0
+Fits the frozen image-caption scorer that G's loss uses when train.loss.matcher_weight > 0
 (t2i/models/matcher.py). Real train images and their sentence vectors only; no labels.
 """
 
@@ -35,7 +35,7 @@ def main() -> int:
     except (FileNotFoundError, ValueError) as exc:
         print(f"matcher: {exc}", file=sys.stderr)
         return 2
-    device = setup_runtime(p.device, "fp32", False, p.threads).device  # threads, denormals, device: as train does
+    device = setup_runtime(p.device, "fp32", False, p.threads, key="matcher.device").device  # as train sets them up
     t0 = time.perf_counter()
     matcher = fit_matcher(data, p.steps, p.seed, device, p.candidates, p.word_orders, p.batch_size, p.width)
     with atomic_dir(OUT) as tmp:

@@ -11,7 +11,7 @@ import argparse
 import sys
 from typing import Any
 
-from t2i.config import load_section
+from t2i.config import TrainParams, TrainRuntimeParams, load_section
 from t2i.models.matcher import Matcher
 from t2i.train import NonFiniteLossError, Outputs, TrainData, TrainingInterrupted, init_distributed, load_train_data, train
 from t2i.train.distributed import device_type_hint, shutdown
@@ -20,7 +20,7 @@ from t2i.train.distributed import device_type_hint, shutdown
 MATCHER = "data/matcher"
 
 
-def tracker_opener(params: Any, data: TrainData) -> Any:
+def tracker_opener(params: TrainParams, runtime: TrainRuntimeParams, data: TrainData) -> Any:
     def open_tracker(info: dict[str, Any] | None) -> Any:
         from t2i import tracking  # the only module that talks to MLflow
 
@@ -29,8 +29,7 @@ def tracker_opener(params: Any, data: TrainData) -> Any:
                 return tracking.resume_run(info)  # a resumed training continues its run
             except tracking.TrackingError as exc:
                 print(f"train: cannot reopen MLflow run {info.get('run_id')} ({exc}); starting a new run")
-        flat = {f"train.{k}": v for k, v in params.model_dump().items()}
-        flat.update({f"encoder.{k}": v for k, v in data.encoder.items()})
+        flat = tracking.flatten_params({"train": params, "train_runtime": runtime, "encoder": data.encoder})
         tags = {**tracking.default_tags(), "data_identity": data.identity[:16]}
         return tracking.start_run("t2i", run_name=None, params=flat, tags=tags)
 
@@ -42,13 +41,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--params", default="params.yaml")
     ap.add_argument("--no-tracking", action="store_true", help="do not log to MLflow (tests, dry runs)")
     args = ap.parse_args(argv)
-    params = load_section("train", args.params)
-    ctx = init_distributed(device_type_hint(params.device))
+    params: TrainParams = load_section("train", args.params)
+    runtime: TrainRuntimeParams = load_section("train_runtime", args.params)
+    ctx = init_distributed(device_type_hint(runtime.device))
     try:
         data = load_train_data("data/prepared", "data/embeddings")
-        opener = None if args.no_tracking else tracker_opener(params, data)
-        matcher = Matcher.load(MATCHER) if params.matcher_weight > 0 else None
-        result = train(params, data, Outputs(), ctx, opener, matcher=matcher)
+        opener = None if args.no_tracking else tracker_opener(params, runtime, data)
+        matcher = Matcher.load(MATCHER) if params.loss.matcher_weight > 0 else None
+        result = train(params, data, Outputs(), ctx, opener, matcher=matcher, runtime=runtime)
         if ctx.is_main:
             print(f"train: step {result.step}, {result.images_per_s:.0f} images/s -> models/")
         return 0

@@ -1,4 +1,4 @@
-"""Typed, validated params: one pydantic model per params.yaml section.
+"""Typed, validated params: one pydantic model per params.yaml section (groups nested inside).
 
 A stage calls ``load_section("train")`` before it does any work. An unknown key, a wrong type or
 an out-of-range value raises ``ParamsError`` whose message names the dotted key and what is
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import difflib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -26,6 +26,7 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+S = TypeVar("S", bound="Section")
 Resolution = Literal[32, 64, 128, 256]
 Device = Literal["auto", "cpu", "cuda"]
 
@@ -70,59 +71,17 @@ class MatcherParams(Section):
     threads: int | None = Field(None, ge=1, le=256)
 
 
-class TrainParams(Section):
-    seed: int = 0
-    steps: int = Field(3000, ge=1)
-    batch_size: int = Field(64, ge=2, le=65536)
+class ModelParams(Section):
+    """`train.model`: the networks' size and text pathway; each key is a `GANConfig` field."""
     z_dim: int = Field(32, ge=1, le=4096)
-    g_width: int = Field(128, ge=8, le=4096)
-    g_min_width: int = Field(16, ge=4, le=4096)
-    d_width: int = Field(16, ge=8, le=4096)
-    attention: list[int] = Field(default_factory=lambda: [8])
+    g_width: int = Field(128, ge=8, le=4096)        # G channels at 4x4, halved per upsampling ...
+    g_min_width: int = Field(16, ge=4, le=4096)     # ... down to this floor
+    d_width: int = Field(16, ge=8, le=4096)         # D channels at full resolution, doubled per downsampling
+    attention: list[int] = Field(default_factory=lambda: [8])  # resolutions with a residual attention module
     conditioning: Literal["affine", "cbn"] = "cbn"
     d_conditioning: Literal["projection", "concat"] = "projection"
     text_norm: Literal["scale", "whiten"] = "whiten"
     whiten_eps: float = Field(1e-3, gt=0.0, le=1.0)  # whitening damping: a fraction of the largest eigenvalue
-    loss: Literal["hinge", "bce"] = "hinge"
-    ma_gp_weight: float = Field(0.0, ge=0.0)
-    ma_gp_power: float = Field(6.0, gt=0.0)
-    ma_gp_every: int = Field(4, ge=1)  # lazy: the penalty on every N-th D step only, N times as strong
-    mismatch_weight: float = Field(1.0, ge=0.0)
-    # Weight of one-word-miss captions of other images among the mismatched negatives
-    # (t2i/train/data.py), against 1 for word-order swaps and 1 for random captions: 1 = a third.
-    near_miss: float = Field(1.0, ge=0.0, le=1e6)
-    near_miss_pool: int = Field(8, ge=1, le=64)  # hard negatives: D's best match among this many misses
-    diversity_weight: float = Field(0.2, ge=0.0)  # mode-seeking term (MSGAN): noise must matter
-    diversity_pairs: float = Field(0.5, gt=0.0, le=0.5)  # share of the batch whose caption repeats with new noise for it
-    # Cross-entropy of each image's caption against K one-word misses, for D (real) and G (fakes).
-    contrastive_d: float = Field(1.0, ge=0.0, le=1e3)  # its weight in D's loss (real images)
-    contrastive_g: float = Field(0.5, ge=0.0, le=1e3)  # its weight in G's loss (fakes, through D)
-    contrastive_candidates: int = Field(32, ge=1, le=64)
-    contrastive_word_order: int = Field(5, ge=0, le=16)  # + up to this many same-words-other-order captions
-    contrastive_captions: int = Field(4, ge=1, le=16)  # captions of each real image in D's term (its other ones too)
-    swap_all_orders: bool = False  # the hinge's word-order negative turns through every other order, not one fixed
-    # G's cross-entropy against the same candidates under the frozen matcher (the `matcher` stage); 0 = off
-    matcher_weight: float = Field(1.0, ge=0.0, le=1e3)
-    lr_g: float = Field(5e-4, gt=0.0, le=1.0)
-    lr_d: float = Field(1e-3, gt=0.0, le=1.0)
-    lr_decay_from: float = Field(1.0, ge=0.0, le=1.0)  # fraction of steps after which both rates fall linearly to 0
-    beta1: float = Field(0.0, ge=0.0, lt=1.0)
-    beta2: float = Field(0.9, ge=0.0, lt=1.0)
-    ema_decay: float = Field(0.999, ge=0.0, lt=1.0)
-    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
-    channels_last: bool = True
-    checkpoint_every: int = Field(250, ge=1)
-    sample_every: int = Field(250, ge=1)
-    log_every: int = Field(25, ge=1)
-    device: Device = "auto"
-    threads: int | None = Field(None, ge=1, le=256)
-
-    @field_validator("near_miss", mode="before")
-    @classmethod
-    def _near_miss_is_a_weight(cls, v: Any) -> Any:
-        if isinstance(v, bool):  # the key was a switch before: `true` must not silently mean 1.0
-            raise ValueError(f"near_miss is now a weight (0 = off, 1 = a third of the wrong captions), got {v}")
-        return v
 
     @field_validator("attention")
     @classmethod
@@ -131,6 +90,66 @@ class TrainParams(Section):
         if bad:
             raise ValueError(f"attention resolutions must be powers of two in 4..256, got {bad}")
         return sorted(set(v))
+
+
+class LossParams(Section):
+    """`train.loss`: the GAN losses (t2i/train/losses.py) and the negatives they draw
+    (t2i/train/negatives.py). The one set of loss defaults."""
+    kind: Literal["hinge", "bce"] = "hinge"
+    ma_gp_weight: float = Field(0.0, ge=0.0)  # matching-aware gradient penalty (DF-GAN); 0 = off
+    ma_gp_every: int = Field(4, ge=1)         # lazy: the penalty on every N-th D step only, N times as strong
+    mismatch_weight: float = Field(1.0, ge=0.0)  # real images with a wrong caption, as D negatives
+    # Weight of one-word-miss captions of other images among the wrong captions, against 1 for
+    # word-order swaps and 1 for random captions: 1 = a third.
+    near_miss: float = Field(1.0, ge=0.0, le=1e6)
+    near_miss_pool: int = Field(8, ge=1, le=64)  # hard negatives: D's best match among this many misses
+    diversity_weight: float = Field(0.2, ge=0.0)  # mode-seeking term (MSGAN): noise must matter
+    diversity_pairs: float = Field(0.5, gt=0.0, le=0.5)  # share of the batch whose caption repeats with new noise
+    # Cross-entropy of each image's caption against K one-word misses, for D (real) and G (fakes).
+    contrastive_d: float = Field(1.0, ge=0.0, le=1e3)  # its weight in D's loss (real images)
+    contrastive_g: float = Field(0.5, ge=0.0, le=1e3)  # its weight in G's loss (fakes, through D)
+    contrastive_candidates: int = Field(32, ge=1, le=64)  # K
+    contrastive_word_order: int = Field(5, ge=0, le=16)  # + up to this many same-words-other-order captions
+    contrastive_captions: int = Field(4, ge=1, le=16)  # captions of each real image in D's term (its other ones too)
+    # G's cross-entropy against the same candidates under the frozen matcher (the `matcher` stage); 0 = off
+    matcher_weight: float = Field(1.0, ge=0.0, le=1e3)
+
+    @field_validator("near_miss", mode="before")
+    @classmethod
+    def _near_miss_is_a_weight(cls, v: Any) -> Any:
+        if isinstance(v, bool):  # YAML `true` would otherwise pass as the weight 1.0
+            raise ValueError(f"near_miss is a weight (0 = off, 1 = a third of the wrong captions), got {v}")
+        return v
+
+
+class OptimParams(Section):
+    """`train.optim`: Adam for G and D, and G's exponential moving average."""
+    lr_g: float = Field(5e-4, gt=0.0, le=1.0)
+    lr_d: float = Field(1e-3, gt=0.0, le=1.0)
+    beta1: float = Field(0.0, ge=0.0, lt=1.0)
+    beta2: float = Field(0.9, ge=0.0, lt=1.0)
+    ema_decay: float = Field(0.999, ge=0.0, lt=1.0)
+
+
+class TrainParams(Section):
+    """The `train` section: every key changes what training writes (dvc.yaml tracks it whole)."""
+    seed: int = 0
+    steps: int = Field(3000, ge=1)
+    batch_size: int = Field(64, ge=2, le=65536)
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    channels_last: bool = True
+    checkpoint_every: int = Field(250, ge=1)
+    sample_every: int = Field(250, ge=1)
+    log_every: int = Field(25, ge=1)
+    model: ModelParams = Field(default_factory=ModelParams)
+    loss: LossParams = Field(default_factory=LossParams)
+    optim: OptimParams = Field(default_factory=OptimParams)
+
+
+class TrainRuntimeParams(Section):
+    """The `train_runtime` section: where training runs. Speed only, so dvc.yaml leaves it untracked."""
+    device: Device = "auto"
+    threads: int | None = Field(None, ge=1, le=256)  # torch CPU threads (None = all cores)
 
 
 class EvaluateParams(Section):
@@ -150,6 +169,7 @@ SECTIONS: dict[str, type[Section]] = {
     "embed": EmbedParams,
     "matcher": MatcherParams,
     "train": TrainParams,
+    "train_runtime": TrainRuntimeParams,
     "evaluate": EvaluateParams,
 }
 
@@ -160,12 +180,33 @@ def _unknown(key: str, allowed: list[str]) -> str:
     return f"unknown key '{key}'{hint}; allowed: {', '.join(sorted(allowed))}"
 
 
+def _group_at(cls: type[Section], loc: tuple[Any, ...]) -> type[Section]:
+    """The group model that holds the key at ``loc`` (``("loss", "kind")`` -> LossParams)."""
+    for part in loc[:-1]:
+        field = cls.model_fields.get(str(part))
+        if field is None or not (isinstance(field.annotation, type) and issubclass(field.annotation, Section)):
+            break
+        cls = field.annotation
+    return cls
+
+
+def _group_hint(section: str, cls: type[Section], loc: tuple[Any, ...]) -> str | None:
+    """A key given at the section level that belongs to one of its groups: name where it goes."""
+    if len(loc) != 1:
+        return None
+    for group, field in cls.model_fields.items():
+        kind = field.annotation
+        if isinstance(kind, type) and issubclass(kind, Section) and loc[0] in kind.model_fields:
+            return f"unknown key '{section}.{loc[0]}': it belongs to a group, '{section}.{group}.{loc[0]}'"
+    return None
+
+
 def _format(section: str, cls: type[Section], err: ValidationError, source: Path) -> str:
     lines = []
     for e in err.errors():
         key = ".".join([section, *map(str, e["loc"])])
         if e["type"] == "extra_forbidden":
-            lines.append(_unknown(key, list(cls.model_fields)))
+            lines.append(_group_hint(section, cls, e["loc"]) or _unknown(key, list(_group_at(cls, e["loc"]).model_fields)))
         else:
             lines.append(f"'{key}': {e['msg']} (got {e.get('input')!r})")
     return f"{source}: invalid params:\n  " + "\n  ".join(lines)
@@ -202,6 +243,20 @@ def load_section(name: str, path: Path | str = DEFAULT_PARAMS) -> Any:
     if name not in SECTIONS:
         raise ParamsError(_unknown(name, list(SECTIONS)))
     return validate_section(name, read_params(path).get(name), path)
+
+
+def merged(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """``base`` with ``over`` laid on top, nested mappings key by key."""
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = merged(base[k], v) if isinstance(v, dict) and isinstance(base.get(k), dict) else v
+    return out
+
+
+def updated(params: S, changes: dict[str, Any]) -> S:
+    """``params`` with ``changes`` merged in (``{"loss": {"kind": "bce"}}`` keeps the other loss
+    keys), validated like params.yaml: a bad key or value raises pydantic's ValidationError."""
+    return type(params).model_validate(merged(params.model_dump(), changes))
 
 
 def load_all(path: Path | str = DEFAULT_PARAMS) -> dict[str, Section]:

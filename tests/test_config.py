@@ -5,7 +5,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from t2i.config import SECTIONS, EmbedParams, ParamsError, TrainParams, load_all, load_section
+from t2i.config import (SECTIONS, EmbedParams, LossParams, ModelParams, ParamsError, TrainParams, load_all, load_section,
+                        updated)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -31,7 +32,21 @@ def test_config_files_validate_and_name_every_key(path: Path) -> None:
     mine = yaml.safe_load(path.read_text(encoding="utf-8"))
     default = yaml.safe_load((REPO / "params.yaml").read_text(encoding="utf-8"))
     for name in SECTIONS:
-        assert set(mine[name]) == set(default[name]), f"{path.name}: {name}"
+        assert dotted_keys(mine[name]) == dotted_keys(default[name]), f"{path.name}: {name}"
+
+
+def dotted_keys(section: dict, prefix: str = "") -> set[str]:
+    out: set[str] = set()
+    for k, v in section.items():
+        out |= dotted_keys(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}"}
+    return out
+
+
+def test_params_yaml_train_values_are_the_code_defaults() -> None:
+    """The train defaults live in t2i/config.py; params.yaml spells out the same values."""
+    raw = yaml.safe_load((REPO / "params.yaml").read_text(encoding="utf-8"))
+    assert load_section("train", REPO / "params.yaml") == TrainParams()
+    assert dotted_keys(raw["train"]) == dotted_keys(TrainParams().model_dump())
 
 
 def test_oxford_gpu_config_is_real_data_on_cuda_scale() -> None:
@@ -40,19 +55,26 @@ def test_oxford_gpu_config_is_real_data_on_cuda_scale() -> None:
 
 
 def test_unknown_key_named_with_suggestion(tmp_path: Path) -> None:
-    path = write(tmp_path, {"train": {"lrg": 0.1}})
+    path = write(tmp_path, {"train": {"optim": {"lrg": 0.1}}})
     with pytest.raises(ParamsError) as info:
         load_section("train", path)
     message = str(info.value)
-    assert "train.lrg" in message and "lr_g" in message
+    assert "train.optim.lrg" in message and "did you mean 'lr_g'" in message
+
+
+def test_a_group_key_at_the_section_level_names_its_group(tmp_path: Path) -> None:
+    path = write(tmp_path, {"train": {"lr_g": 0.1, "contrastive_d": 0.5}})
+    with pytest.raises(ParamsError) as info:
+        load_section("train", path)
+    assert "'train.optim.lr_g'" in str(info.value) and "'train.loss.contrastive_d'" in str(info.value)
 
 
 def test_wrong_type_and_range_named(tmp_path: Path) -> None:
-    path = write(tmp_path, {"train": {"steps": "many", "lr_d": -1}})
+    path = write(tmp_path, {"train": {"steps": "many", "optim": {"lr_d": -1}}})
     with pytest.raises(ParamsError) as info:
         load_section("train", path)
     message = str(info.value)
-    assert "'train.steps'" in message and "'train.lr_d'" in message
+    assert "'train.steps'" in message and "'train.optim.lr_d'" in message
     assert "greater than 0" in message
 
 
@@ -79,18 +101,41 @@ def test_missing_file_and_bad_yaml(tmp_path: Path) -> None:
 
 
 def test_attention_resolutions_checked(tmp_path: Path) -> None:
-    path = write(tmp_path, {"train": {"attention": [16, 12]}})
-    with pytest.raises(ParamsError, match="train.attention"):
+    path = write(tmp_path, {"train": {"model": {"attention": [16, 12]}}})
+    with pytest.raises(ParamsError, match="train.model.attention"):
         load_section("train", path)
-    assert TrainParams(attention=[16, 8, 8]).attention == [8, 16]
+    assert ModelParams(attention=[16, 8, 8]).attention == [8, 16]
 
 
-def test_near_miss_switch_from_old_configs_is_refused(tmp_path: Path) -> None:
-    (tmp_path / "params.yaml").write_text("train:\n  near_miss: true\n")
-    with pytest.raises(ParamsError, match="train.near_miss.*weight"):
+def test_near_miss_is_a_weight_not_a_switch(tmp_path: Path) -> None:
+    (tmp_path / "params.yaml").write_text("train:\n  loss:\n    near_miss: true\n")
+    with pytest.raises(ParamsError, match="train.loss.near_miss.*weight"):
         load_section("train", tmp_path / "params.yaml")
-    (tmp_path / "params.yaml").write_text("train:\n  near_miss: 0.5\n")
-    assert load_section("train", tmp_path / "params.yaml").near_miss == 0.5
+    (tmp_path / "params.yaml").write_text("train:\n  loss:\n    near_miss: 0.5\n")
+    assert load_section("train", tmp_path / "params.yaml").loss.near_miss == 0.5
+
+
+def test_updated_merges_groups_key_by_key_and_validates() -> None:
+    p = updated(TrainParams(), {"steps": 7, "loss": {"kind": "bce"}})
+    assert p.steps == 7 and p.loss.kind == "bce" and p.loss.contrastive_d == LossParams().contrastive_d
+    assert p.model == TrainParams().model
+    with pytest.raises(ValueError, match="contrastive_d"):
+        updated(TrainParams(), {"loss": {"contrastive_d": -1}})
+
+
+def test_gan_config_is_built_from_train_model_by_keyword() -> None:
+    """Every train.model key reaches the networks' config under its own name."""
+    from types import SimpleNamespace
+
+    from t2i.train.loop import model_config
+
+    changed = dict(z_dim=5, g_width=64, g_min_width=8, d_width=24, attention=[4, 16], conditioning="affine",
+                   d_conditioning="concat", text_norm="scale", whiten_eps=0.02)
+    assert set(changed) == set(ModelParams.model_fields)
+    assert all(ModelParams().model_dump()[k] != v for k, v in changed.items())
+    cfg = model_config(TrainParams(model=ModelParams(**changed)), SimpleNamespace(resolution=64, text_dim=16))  # type: ignore[arg-type]
+    got = {k: getattr(cfg, k) for k in changed}
+    assert got == {**changed, "attention": (4, 16)} and (cfg.resolution, cfg.text_dim) == (64, 16)
 
 
 def test_dvc_yaml_params_match_config() -> None:
@@ -106,21 +151,32 @@ def test_dvc_yaml_params_match_config() -> None:
                 assert field in params[section], f"{stage}: {key} missing from params.yaml"
 
 
-# Keys that change how fast a stage runs, not what it writes: dvc.yaml leaves them untracked.
+# Keys that change how fast a stage runs, not what it writes: dvc.yaml leaves them untracked
+# (train's live in their own section, train_runtime, which no stage tracks).
 SPEED_ONLY = {
     "ingest": {"workers"},
     "embed": {"batch_size", "chunk_size", "device", "threads"},
     "matcher": {"device", "threads"},
-    "train": {"device", "threads"},
+    "train": set(),
     "evaluate": {"device"},
 }
 
 
 def test_every_result_changing_param_is_tracked_by_its_stage() -> None:
     """A new key that changes a stage's output but is missing from dvc.yaml would let `dvc repro`
-    skip the stage after the key changes (train.whiten_eps nearly did)."""
+    skip the stage after the key changes. A stage that lists its section name tracks all of it."""
     dvc = yaml.safe_load((REPO / "dvc.yaml").read_text(encoding="utf-8"))
     for stage, speed_only in SPEED_ONLY.items():
-        tracked = {k.partition(".")[2] for k in dvc["stages"][stage].get("params", []) if k.startswith(f"{stage}.")}
+        listed = dvc["stages"][stage].get("params", [])
+        whole = stage in listed
+        tracked = set(SECTIONS[stage].model_fields) if whole else {
+            k.partition(".")[2] for k in listed if k.startswith(f"{stage}.")}
+        assert not (whole and speed_only), f"dvc.yaml stage {stage!r} tracks its speed-only keys {sorted(speed_only)}"
         untracked = set(SECTIONS[stage].model_fields) - tracked - speed_only
         assert not untracked, f"dvc.yaml stage {stage!r} does not track {sorted(untracked)}"
+
+
+def test_train_runtime_is_tracked_by_no_stage() -> None:
+    dvc = yaml.safe_load((REPO / "dvc.yaml").read_text(encoding="utf-8"))
+    for stage, spec in dvc["stages"].items():
+        assert not [k for k in spec.get("params", []) if k.split(".")[0] == "train_runtime"], stage

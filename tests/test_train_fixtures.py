@@ -10,11 +10,14 @@ import numpy as np
 import pandas as pd
 import torch
 
-from t2i.config import TrainParams
+from t2i.config import LossParams, ModelParams, TrainParams, TrainRuntimeParams, updated
 from t2i.train import Outputs, load_train_data
-from t2i.train.matcher import fit_matcher
 
 COLOURS = ["red", "blue", "yellow", "white"]
+
+# Every training test runs on one thread: quick on a shared machine, and a run's losses are the
+# same from one run to the next (a resumed run is compared with a straight one bit for bit).
+torch.set_num_threads(1)
 
 
 def make_dataset(root: Path, n_images: int = 48, resolution: int = 32, dim: int = 32, seed: int = 0) -> tuple[Path, Path]:
@@ -47,17 +50,23 @@ def outputs_in(root: Path) -> Outputs:
 
 def save_small_matcher(root: Path) -> Path:
     """root/data/matcher from a 2-step fit on the dataset under root: what the train stage loads
-    when train.matcher_weight > 0 (the default)."""
+    when train.loss.matcher_weight > 0 (the default)."""
+    from t2i.train.matcher import fit_matcher  # here, not at the top: the loop's tests need no matcher
+
     data = load_train_data(root / "data" / "prepared", root / "data" / "embeddings")
     fit_matcher(data, steps=2, seed=0, device=torch.device("cpu"), batch_size=8).save(root / "data" / "matcher")
     return root / "data" / "matcher"
 
 
-def small_params(**over: Any) -> TrainParams:
-    base: dict[str, Any] = dict(
-        steps=6, batch_size=8, z_dim=8, g_width=32, d_width=16, attention=[8, 16],
-        checkpoint_every=2, sample_every=3, log_every=1, threads=1, precision="fp32", channels_last=True,
-        matcher_weight=0.0,  # the matcher's own tests (test_matcher.py) turn it on with a fitted one
+ONE_THREAD = TrainRuntimeParams(device="cpu", threads=1)
+
+
+def small_params(model: dict[str, Any] | None = None, loss: dict[str, Any] | None = None,
+                 optim: dict[str, Any] | None = None, **over: Any) -> TrainParams:
+    """Tiny TrainParams; ``model`` / ``loss`` / ``optim`` change keys of those groups."""
+    base = TrainParams(
+        steps=6, batch_size=8, checkpoint_every=2, sample_every=3, log_every=1, precision="fp32", channels_last=True,
+        model=ModelParams(z_dim=8, g_width=32, d_width=16, attention=[8, 16]),
+        loss=LossParams(matcher_weight=0.0),  # the matcher's own tests (test_matcher.py) turn it on with a fitted one
     )
-    base.update(over)
-    return TrainParams(**base)
+    return updated(base, {**over, "model": model or {}, "loss": loss or {}, "optim": optim or {}})

@@ -11,8 +11,10 @@ import torch
 
 from t2i.train import NonFiniteLossError, load_train_data, train
 from t2i.train.checkpoint import load_checkpoint
-from t2i.train.data import (ShardedSampler, bag_of_words, image_captions, near_miss_partners, swap_partners,
-                            word_order_partners)
+from t2i.config import LossParams
+from t2i.train.data import ShardedSampler
+from t2i.train.negatives import (bag_of_words, candidate_rows, draw_negatives, hard_mismatch, image_captions,
+                                 near_miss_partners, swap_partners, word_order_partners)
 from test_train_fixtures import make_dataset, outputs_in, small_params
 
 
@@ -37,64 +39,61 @@ def test_near_miss_partners_differ_in_one_word_from_other_images() -> None:
     assert near[4] == []
 
 
-def test_mismatched_text_mixes_swaps_near_misses_and_others(tmp_path: Path) -> None:
-    from t2i.train.step import mismatched_text
-
+def test_wrong_captions_mix_swaps_near_misses_and_others(tmp_path: Path) -> None:
     data = load_train_data(*make_dataset(tmp_path))
-    rows = torch.arange(len(data.text))
-    g = torch.Generator().manual_seed(0)
-    mis = mismatched_text(data, data.text[rows], rows, data.partner[rows], g, near_miss=1.0)
+    rel, rows = data.relations, torch.arange(len(data.text))
+
+    def mismatched(near_miss: float) -> torch.Tensor:
+        cfg = LossParams(near_miss=near_miss, near_miss_pool=1)
+        return hard_mismatch(rel, data.text, rows, torch.Generator().manual_seed(0), cfg)
+
+    mis = mismatched(1.0)
     assert mis.shape == data.text.shape
     assert not (mis == data.text).all(dim=1).any()  # never the image's own caption
-    is_swap = (mis == data.text[data.partner.clamp(min=0)]).all(dim=1) & (data.partner >= 0)
-    near_sets = [set(data.near_rows[data.near_offsets[i]:data.near_offsets[i + 1]].tolist()) for i in rows.tolist()]
+    is_swap = (mis == data.text[rel.partner.clamp(min=0)]).all(dim=1) & (rel.partner >= 0)
+    near_sets = [set(rel.near.rows[rel.near.offsets[i]:rel.near.offsets[i + 1]].tolist()) for i in rows.tolist()]
     is_near = torch.tensor([any(bool((mis[i] == data.text[r]).all()) for r in near_sets[i]) for i in rows.tolist()])
     assert is_swap.any() and is_near.any() and (~is_swap & ~is_near).any()
-    g = torch.Generator().manual_seed(0)
-    off = mismatched_text(data, data.text[rows], rows, data.partner[rows], g, near_miss=0.0)
+    off = mismatched(0.0)
     off_near = torch.tensor([any(bool((off[i] == data.text[r]).all()) for r in near_sets[i]) for i in rows.tolist()])
     assert off_near.float().mean() < is_near.float().mean() / 2  # only by chance (a shuffled caption)
     # a huge weight: every row that has a one-word miss gets one.
-    has_near = data.near_offsets[1:] > data.near_offsets[:-1]
-    all_near = mismatched_text(data, data.text[rows], rows, data.partner[rows], torch.Generator().manual_seed(0), near_miss=1e6)
+    has_near = rel.near.count(rows) > 0
+    all_near = mismatched(1e6)
     got_near = torch.tensor([any(bool((all_near[i] == data.text[r]).all()) for r in near_sets[i]) for i in rows.tolist()])
     assert has_near.any() and bool(got_near[has_near].all())
 
 
 def test_hard_near_miss_is_the_candidate_the_ranker_prefers(tmp_path: Path) -> None:
-    from t2i.train.step import mismatched_text
-
     data = load_train_data(*make_dataset(tmp_path))
-    rows = torch.arange(len(data.text))
+    rel, rows = data.relations, torch.arange(len(data.text))
     key = data.text[:, 0]  # a stand-in for D's match score: the first coordinate
     def rank(cands: torch.Tensor) -> torch.Tensor:  # (B, K, D) -> (B, K)
         return cands[..., 0]
 
-    mis = mismatched_text(data, data.text[rows], rows, data.partner[rows], torch.Generator().manual_seed(0),
-                          near_miss=1e6, pool=64, rank=rank)
+    cfg = LossParams(near_miss=1e6, near_miss_pool=64)
+    mis = hard_mismatch(rel, data.text, rows, torch.Generator().manual_seed(0), cfg, rank)
     checked = 0
     for i in rows.tolist():
-        partners = data.near_rows[data.near_offsets[i]:data.near_offsets[i + 1]]
+        partners = rel.near.rows[rel.near.offsets[i]:rel.near.offsets[i + 1]]
         if 0 < len(partners) <= 4:  # 64 draws cover every partner (miss chance < 4 * 0.75^64)
             assert torch.equal(mis[i], data.text[partners[key[partners].argmax()]])
             checked += 1
     assert checked > 0
-    uniform = mismatched_text(data, data.text[rows], rows, data.partner[rows], torch.Generator().manual_seed(0),
-                              near_miss=1e6, pool=64)  # no ranker: the first draw, not the best
+    uniform = hard_mismatch(rel, data.text, rows, torch.Generator().manual_seed(0),
+                            cfg)  # no ranker: the first draw, not the best
     assert not torch.equal(uniform, mis)
 
 
 def test_contrastive_candidates_are_one_word_misses_of_their_row(tmp_path: Path) -> None:
-    from t2i.train.step import near_miss_candidates
-
     data = load_train_data(*make_dataset(tmp_path))
-    rows = torch.arange(len(data.text))
-    cand, valid = near_miss_candidates(data, rows, 6, torch.Generator().manual_seed(0))
+    near, rows = data.relations.near, torch.arange(len(data.text))
+    cand, valid = near.draw(rows, 6, torch.Generator().manual_seed(0))
     assert cand.shape == valid.shape == (len(rows), 6)
-    has_near = data.near_offsets[1:] > data.near_offsets[:-1]
+    has_near = near.count(rows) > 0
     assert has_near.any() and torch.equal(valid, has_near[:, None].expand(-1, 6))
     for i in rows[has_near].tolist():
-        allowed = set(data.near_rows[data.near_offsets[i]:data.near_offsets[i + 1]].tolist())
+        allowed = set(near.rows[near.offsets[i]:near.offsets[i + 1]].tolist())
         assert set(cand[i].tolist()) <= allowed
 
 
@@ -115,15 +114,13 @@ def test_word_order_partners_are_every_other_order_of_the_same_words() -> None:
 
 
 def test_word_order_candidates_follow_the_one_word_misses(tmp_path: Path) -> None:
-    from t2i.train.step import near_miss_candidates, with_word_order_candidates
-
     data = load_train_data(*make_dataset(tmp_path))
-    rows = torch.arange(len(data.text))
-    cand, valid = near_miss_candidates(data, rows, 4, torch.Generator().manual_seed(0))
-    cand6, valid6 = with_word_order_candidates(data, rows, cand, valid, 2)
+    rel, rows = data.relations, torch.arange(len(data.text))
+    cand, valid = rel.near.draw(rows, 4, torch.Generator().manual_seed(0))
+    cand6, valid6 = candidate_rows(rel, rows, 4, 2, torch.Generator().manual_seed(0))
     assert cand6.shape == valid6.shape == (len(rows), 6)
     assert torch.equal(cand6[:, :4], cand) and torch.equal(valid6[:, :4], valid)
-    count = data.order_offsets[1:] - data.order_offsets[:-1]
+    count = rel.orders.count(rows)
     assert (count > 0).any() and (count == 0).any()
     assert torch.equal(valid6[:, 4:].sum(1), count.clamp(max=2))
     words = [bag_of_words(c) for c in data.table.query("split == 'train'").caption]
@@ -131,8 +128,8 @@ def test_word_order_candidates_follow_the_one_word_misses(tmp_path: Path) -> Non
         for r in cand6[i, 4:][valid6[i, 4:]].tolist():
             assert words[r] == words[i] and data.image_index[r] != data.image_index[i]
     # The last step's D contrastive loss moves when they join the candidates.
-    base = train(small_params(steps=2, contrastive_word_order=0), data, outputs_in(tmp_path / "a"))
-    orders = train(small_params(steps=2, contrastive_word_order=5), data, outputs_in(tmp_path / "b"))
+    base = train(small_params(steps=2, loss={"contrastive_word_order": 0}), data, outputs_in(tmp_path / "a"))
+    orders = train(small_params(steps=2, loss={"contrastive_word_order": 5}), data, outputs_in(tmp_path / "b"))
     assert base.history[-1]["loss_d_contrastive"] != orders.history[-1]["loss_d_contrastive"]
 
 
@@ -143,11 +140,9 @@ def test_image_captions_are_the_other_captions_of_the_same_image() -> None:
 
 
 def test_extra_captions_join_the_contrastive_term_of_d_only(tmp_path: Path) -> None:
-    from t2i.train.step import sibling_captions
-
     data = load_train_data(*make_dataset(tmp_path))
     rows = torch.arange(len(data.text))
-    sib, exists = sibling_captions(data, rows, 3)
+    sib, exists = data.relations.siblings.first(rows, 3)
     assert sib.shape == exists.shape == (len(rows), 3)
     assert exists.any() and not exists.all()  # the fixture's images have 1-4 train captions
     for i in rows.tolist():
@@ -155,33 +150,32 @@ def test_extra_captions_join_the_contrastive_term_of_d_only(tmp_path: Path) -> N
             assert r != i and data.image_index[r] == data.image_index[i]
         assert int(exists[i].sum()) == min(3, int((data.image_index == data.image_index[i]).sum()) - 1)
     # The extra rows change D's contrastive term from the first step on.
-    one = train(small_params(steps=2, contrastive_captions=1), data, outputs_in(tmp_path / "a"))
-    four = train(small_params(steps=2, contrastive_captions=4), data, outputs_in(tmp_path / "b"))
+    one = train(small_params(steps=2, loss={"contrastive_captions": 1}), data, outputs_in(tmp_path / "a"))
+    four = train(small_params(steps=2, loss={"contrastive_captions": 4}), data, outputs_in(tmp_path / "b"))
     assert one.history[0]["loss_d_contrastive"] != four.history[0]["loss_d_contrastive"]
 
 
-def test_rotating_swap_partner_turns_through_every_other_order(tmp_path: Path) -> None:
-    from t2i.train.step import rotating_swap_partner
-
+def test_draw_negatives_draws_each_term_after_the_last_and_only_when_it_is_on(tmp_path: Path) -> None:
     data = load_train_data(*make_dataset(tmp_path))
-    rows = torch.arange(len(data.text))
-    count = data.order_offsets[1:] - data.order_offsets[:-1]
-    assert (count > 0).any()
-    seen: dict[int, set[int]] = {i: set() for i in rows.tolist()}
-    for step in range(int(count.max())):
-        p = rotating_swap_partner(data, rows, data.partner, step)
-        for i in rows.tolist():
-            seen[i].add(int(p[i]))
-    words = [bag_of_words(c) for c in data.table.query("split == 'train'").caption]
-    for i in rows.tolist():
-        if count[i] > 0:  # every other order in turn, none of them the caption's own image
-            assert seen[i] == set(data.order_rows[data.order_offsets[i]:data.order_offsets[i + 1]].tolist())
-            assert all(words[r] == words[i] and data.image_index[r] != data.image_index[i] for r in seen[i])
-        else:             # nothing to turn through: the fixed partner (or -1)
-            assert seen[i] == {int(data.partner[i])}
-    fixed = train(small_params(steps=2), data, outputs_in(tmp_path / "a"))
-    turning = train(small_params(steps=2, swap_all_orders=True), data, outputs_in(tmp_path / "b"))
-    assert fixed.history[-1]["loss_d_mismatch"] != turning.history[-1]["loss_d_mismatch"]
+    rel, rows = data.relations, torch.arange(16)
+
+    def draw(candidates: bool, **loss: float) -> tuple[object, torch.Tensor]:
+        gen = torch.Generator().manual_seed(0)
+        neg = draw_negatives(rel, rows, gen, LossParams(contrastive_candidates=3, contrastive_word_order=2, **loss), candidates)
+        return neg, torch.rand(1, generator=gen)  # where the generator was left
+
+    plain, after_plain = draw(False)
+    full, after_full = draw(True, contrastive_captions=4)
+    assert plain.cand_rows is None and plain.extra_rows is None
+    for a, b in zip(vars(plain.mismatch).values(), vars(full.mismatch).values()):
+        assert torch.equal(a, b)  # the mismatch draws come first: the candidates do not move them
+    assert not torch.equal(after_plain, after_full)  # ... and the candidates drew after them
+    assert full.cand_rows.shape == full.cand_valid.shape == (16, 5)  # 3 one-word misses + 2 other orders
+    assert full.extra_rows.shape == full.extra_image.shape == (16 * 3,)  # up to 3 other captions per image
+    assert torch.equal(full.extra_image, torch.arange(16).repeat_interleave(3))
+    assert not full.extra_cand_valid[~full.extra_exists].any()  # an empty slot has no candidates
+    no_d, _ = draw(True, contrastive_captions=4, contrastive_d=0.0)  # extra captions only feed D's term
+    assert no_d.cand_rows is not None and no_d.extra_rows is None
 
 
 def test_sampler_state_reproduces_next_batch() -> None:
@@ -224,7 +218,7 @@ def test_losses_move_and_checkpoint_round_trips_exactly(tmp_path: Path) -> None:
 def test_changed_params_start_fresh(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     data = load_train_data(*make_dataset(tmp_path))
     train(small_params(steps=2), data, outputs_in(tmp_path))
-    r = train(small_params(steps=2, lr_d=3e-3), data, outputs_in(tmp_path))  # default lr_d is 1e-3
+    r = train(small_params(steps=2, optim={"lr_d": 3e-3}), data, outputs_in(tmp_path))  # default lr_d is 1e-3
     assert r.resumed_from == 0 and "starting fresh" in capsys.readouterr().out
 
 

@@ -8,7 +8,13 @@ import pytest
 import torch
 
 from t2i.models import Discriminator, GANConfig
-from t2i.train.losses import LossConfig, discriminator_loss
+from t2i.config import LossParams
+from t2i.train.losses import Candidates, DTexts, ExtraTrue, discriminator_loss, generator_loss, mode_seeking_pairs
+
+
+def loss_params(**over: float) -> LossParams:
+    """LossParams with every optional term off unless named (the defaults turn several on)."""
+    return LossParams(**{"ma_gp_weight": 0.0, "contrastive_d": 0.0, "contrastive_g": 0.0, "diversity_weight": 0.0, **over})
 
 
 def _inputs(seed: int = 0) -> tuple[Discriminator, list[torch.Tensor]]:
@@ -22,11 +28,11 @@ def _inputs(seed: int = 0) -> tuple[Discriminator, list[torch.Tensor]]:
 
 def test_lazy_ma_gp_runs_every_nth_step_n_times_as_strong() -> None:
     d, (real, text, fake, text_fake, text_mis) = _inputs()
-    every1 = LossConfig(ma_gp_weight=2.0, ma_gp_every=1)
-    lazy = LossConfig(ma_gp_weight=2.0, ma_gp_every=4)
-    _, eager_stats = discriminator_loss(d, real, text, fake, text_fake, text_mis, every1, step=1)
-    loss_skip, skip_stats = discriminator_loss(d, real, text, fake, text_fake, text_mis, lazy, step=1)
-    loss_on, on_stats = discriminator_loss(d, real, text, fake, text_fake, text_mis, lazy, step=8)
+    every1 = loss_params(ma_gp_weight=2.0, ma_gp_every=1)
+    lazy = loss_params(ma_gp_weight=2.0, ma_gp_every=4)
+    _, eager_stats = discriminator_loss(d, real, fake, DTexts(text, text_fake, text_mis), every1, step=1)
+    loss_skip, skip_stats = discriminator_loss(d, real, fake, DTexts(text, text_fake, text_mis), lazy, step=1)
+    loss_on, on_stats = discriminator_loss(d, real, fake, DTexts(text, text_fake, text_mis), lazy, step=8)
     assert eager_stats["ma_gp"] > 0
     assert skip_stats["ma_gp"] == 0                                   # skipped: no double backward
     assert torch.allclose(on_stats["ma_gp"], 4 * eager_stats["ma_gp"])  # applied: 4x as strong
@@ -53,8 +59,8 @@ def test_shared_real_features_give_the_three_separate_forwards() -> None:
         d = Discriminator(GANConfig(resolution=32, text_dim=16, d_width=8, attention=(), d_conditioning=cond)).eval()
         real, text, fake, text_fake, text_mis = (torch.randn(4, 3, 32, 32), torch.randn(4, 16),
                                                  torch.randn(4, 3, 32, 32), torch.randn(4, 16), torch.randn(4, 16))
-        cfg = LossConfig(ma_gp_weight=0.0, mismatch_weight=0.5)
-        loss, stats = discriminator_loss(d, real, text, fake, text_fake, text_mis, cfg)
+        cfg = loss_params(ma_gp_weight=0.0, mismatch_weight=0.5)
+        loss, stats = discriminator_loss(d, real, fake, DTexts(text, text_fake, text_mis), cfg)
         shared = torch.autograd.grad(loss, list(d.parameters()))
         out_real, out_fake, out_mis = d(real, text), d(fake, text_fake), d(real, text_mis)
         separate = (1 - out_real).relu().mean() + ((1 + out_fake).relu().mean() + 0.5 * (1 + out_mis).relu().mean()) / 1.5
@@ -74,44 +80,43 @@ def test_hard_pool_in_the_d_forward_equals_ranking_in_a_separate_pass() -> None:
         real, text, fake, text_fake, text_mis = (torch.randn(4, 3, 32, 32), torch.randn(4, 16),
                                                  torch.randn(4, 3, 32, 32), torch.randn(4, 16), torch.randn(4, 16))
         pool, near = torch.randn(4, 5, 16), torch.tensor([True, False, True, True])  # (B, P, D), (B,)
-        cfg = LossConfig(ma_gp_weight=0.0, mismatch_weight=0.5)
-        loss, stats = discriminator_loss(d, real, text, fake, text_fake, text_mis, cfg, hard_pool=(pool, near))
+        cfg = loss_params(ma_gp_weight=0.0, mismatch_weight=0.5)
+        loss, stats = discriminator_loss(d, real, fake, DTexts(text, text_fake, text_mis, hard_pool=pool, hard=near), cfg)
         grads = torch.autograd.grad(loss, list(d.parameters()))
         with torch.no_grad():
             best = d.rank_texts(real, pool).argmax(dim=1)  # (B,)
         chosen = torch.where(near[:, None], pool[torch.arange(4), best], text_mis)
-        ref, ref_stats = discriminator_loss(d, real, text, fake, text_fake, chosen, cfg)
+        ref, ref_stats = discriminator_loss(d, real, fake, DTexts(text, text_fake, chosen), cfg)
         assert torch.allclose(loss, ref, atol=1e-5), cond
         assert torch.allclose(stats["loss_d_mismatch"], ref_stats["loss_d_mismatch"], atol=1e-5), cond
         for a, b in zip(grads, torch.autograd.grad(ref, list(d.parameters()))):
             assert torch.allclose(a, b, atol=1e-5), cond
         # The pool matters: with every row a near miss, the hardest candidate raises the loss.
-        easy, _ = discriminator_loss(d, real, text, fake, text_fake, pool[:, 0], cfg)
-        hard, _ = discriminator_loss(d, real, text, fake, text_fake, pool[:, 0], cfg, hard_pool=(pool, torch.ones(4, dtype=torch.bool)))
+        easy, _ = discriminator_loss(d, real, fake, DTexts(text, text_fake, pool[:, 0]), cfg)
+        every_row = torch.ones(4, dtype=torch.bool)
+        hard, _ = discriminator_loss(d, real, fake, DTexts(text, text_fake, pool[:, 0], hard_pool=pool, hard=every_row), cfg)
         assert hard > easy, cond
 
 
 def test_contrastive_term_is_the_cross_entropy_of_separate_forwards() -> None:
     """The K candidates ride in the same D call (image_index); D's loss gains w * CE of the true
     caption against them, G's the same on its fakes, and invalid candidates are ignored."""
-    from t2i.train.losses import generator_loss
-
     torch.manual_seed(0)
     d = Discriminator(GANConfig(resolution=32, text_dim=16, d_width=8, attention=())).eval()
     real, text, fake, text_fake, text_mis = (torch.randn(4, 3, 32, 32), torch.randn(4, 16),
                                              torch.randn(4, 3, 32, 32), torch.randn(4, 16), torch.randn(4, 16))
     cands = torch.randn(4, 3, 16)  # (B, K, D)
     valid = torch.tensor([[True] * 3, [True, False, True], [False] * 3, [True] * 3])
-    plain = LossConfig(ma_gp_weight=0.0)
-    with_ce = LossConfig(ma_gp_weight=0.0, contrastive_d=0.5, contrastive_g=0.5, contrastive_candidates=3)
+    plain = loss_params(ma_gp_weight=0.0)
+    with_ce = loss_params(ma_gp_weight=0.0, contrastive_d=0.5, contrastive_g=0.5, contrastive_candidates=3)
 
     def ce(image: torch.Tensor, true: torch.Tensor) -> torch.Tensor:  # by hand, one forward per candidate
         logits = torch.stack([d(image, true)] + [d(image, cands[:, k]) for k in range(3)], dim=1)  # (B, 1+K)
         logits[:, 1:] = logits[:, 1:].masked_fill(~valid, float("-inf"))
         return torch.nn.functional.cross_entropy(logits, torch.zeros(4, dtype=torch.long))
 
-    base, _ = discriminator_loss(d, real, text, fake, text_fake, text_mis, plain)
-    loss, stats = discriminator_loss(d, real, text, fake, text_fake, text_mis, with_ce, 0, cands, valid)
+    base, _ = discriminator_loss(d, real, fake, DTexts(text, text_fake, text_mis), plain)
+    loss, stats = discriminator_loss(d, real, fake, DTexts(text, text_fake, text_mis, cands=Candidates(cands, valid)), with_ce)
     expected = ce(real, text)
     assert torch.allclose(stats["loss_d_contrastive"], expected, atol=1e-5)
     assert torch.allclose(loss, base + 0.5 * expected, atol=1e-5)
@@ -123,18 +128,18 @@ def test_contrastive_term_is_the_cross_entropy_of_separate_forwards() -> None:
     assert candidate_ce(torch.tensor([0.0]), torch.zeros(1, 3), torch.ones(1, 3, dtype=torch.bool)).item() == \
         pytest.approx(math.log(4))
     z = torch.randn(4, 8)
-    g_base, _ = generator_loss(d, fake, text_fake, z, plain, pairs=0)
-    g_loss, g_stats = generator_loss(d, fake, text_fake, z, with_ce, 0, cands, valid)
+    g_base, _ = generator_loss(d, fake, text_fake, z, plain)
+    g_loss, g_stats = generator_loss(d, fake, text_fake, z, with_ce, Candidates(cands, valid))
     assert torch.allclose(g_stats["loss_g_contrastive"], ce(fake, text_fake), atol=1e-5)
     assert torch.allclose(g_loss, g_base + 0.5 * ce(fake, text_fake), atol=1e-5)
     # each network's weight acts on its own loss only
-    d_only = LossConfig(ma_gp_weight=0.0, contrastive_d=0.5)
-    g_same, g_same_stats = generator_loss(d, fake, text_fake, z, d_only, 0, cands, valid)
+    d_only = loss_params(ma_gp_weight=0.0, contrastive_d=0.5)
+    g_same, g_same_stats = generator_loss(d, fake, text_fake, z, d_only, Candidates(cands, valid))
     assert torch.equal(g_same, g_base) and "loss_g_contrastive" not in g_same_stats
-    d_with, _ = discriminator_loss(d, real, text, fake, text_fake, text_mis, d_only, 0, cands, valid)
+    d_with, _ = discriminator_loss(d, real, fake, DTexts(text, text_fake, text_mis, cands=Candidates(cands, valid)), d_only)
     assert torch.allclose(d_with, loss, atol=1e-6)
     # weight 0: the candidates are not even scored
-    same, same_stats = discriminator_loss(d, real, text, fake, text_fake, text_mis, plain, 0, cands, valid)
+    same, same_stats = discriminator_loss(d, real, fake, DTexts(text, text_fake, text_mis, cands=Candidates(cands, valid)), plain)
     assert torch.equal(same, base) and "loss_d_contrastive" not in same_stats
 
 
@@ -148,10 +153,10 @@ def test_extra_true_captions_add_their_own_cross_entropy_rows() -> None:
     extra_text, image_of = torch.randn(3, 16), torch.tensor([0, 2, 2])  # (E, D), (E,)
     exists = torch.tensor([True, True, False])  # the last slot is empty: it must not count
     cands, valid = torch.randn(7, 2, 16), torch.ones(7, 2, dtype=torch.bool)  # (B + E, K, D)
-    cfg = LossConfig(ma_gp_weight=0.0, contrastive_d=1.0, contrastive_candidates=2)
-    base, _ = discriminator_loss(d, real, text, fake, text_fake, text_mis, LossConfig(ma_gp_weight=0.0))
-    loss, stats = discriminator_loss(d, real, text, fake, text_fake, text_mis, cfg, 0, cands, valid,
-                                     extra_true=(extra_text, image_of, exists))
+    cfg = loss_params(ma_gp_weight=0.0, contrastive_d=1.0, contrastive_candidates=2)
+    base, _ = discriminator_loss(d, real, fake, DTexts(text, text_fake, text_mis), loss_params(ma_gp_weight=0.0))
+    texts = DTexts(text, text_fake, text_mis, cands=Candidates(cands, valid), extra=ExtraTrue(extra_text, image_of, exists))
+    loss, stats = discriminator_loss(d, real, fake, texts, cfg)
     images = torch.cat([real, real[image_of]])  # (B + E, 3, R, R)
     trues = torch.cat([text, extra_text])
     logits = torch.stack([d(images, trues)] + [d(images, cands[:, k]) for k in range(2)], dim=1)  # (B + E, 3)
@@ -165,22 +170,19 @@ def test_extra_true_captions_add_their_own_cross_entropy_rows() -> None:
 def test_mode_seeking_pairs_repeat_the_first_captions_at_the_end_of_the_batch() -> None:
     """`diversity_pairs`: how many fakes repeat a caption with new noise, and which rows the
     mode-seeking term compares (row i against row B - P + i)."""
-    from t2i.train.losses import generator_loss
-    from t2i.train.step import mode_seeking_pairs
-
-    quarter = LossConfig(ma_gp_weight=0.0, diversity_weight=0.2, diversity_pairs=0.25)
+    quarter = loss_params(ma_gp_weight=0.0, diversity_weight=0.2, diversity_pairs=0.25)
     assert mode_seeking_pairs(64, quarter) == 16
-    assert mode_seeking_pairs(64, LossConfig(diversity_weight=0.2)) == 32  # default: the half
-    assert mode_seeking_pairs(64, LossConfig(diversity_weight=0.0)) == 0
+    assert mode_seeking_pairs(64, loss_params(diversity_weight=0.2)) == 32  # default: the half
+    assert mode_seeking_pairs(64, loss_params(diversity_weight=0.0)) == 0
     assert mode_seeking_pairs(2, quarter) == 0
     torch.manual_seed(0)
     d = Discriminator(GANConfig(resolution=32, text_dim=16, d_width=8, attention=())).eval()
     fake, text, z = torch.randn(8, 3, 32, 32), torch.randn(8, 16), torch.randn(8, 4)
-    _, stats = generator_loss(d, fake, text, z, quarter, 2)
+    _, stats = generator_loss(d, fake, text, z, quarter)
     expected = (fake[:2] - fake[6:]).abs().mean() / (z[:2] - z[6:]).abs().mean()
     assert torch.allclose(stats["diversity"], expected)
     same = fake.clone()
     same[6:] = same[:2]  # the two noises of each pair give one image: the term is what dominates
-    loss_same, _ = generator_loss(d, same, text, z, quarter, 2)
-    loss_apart, _ = generator_loss(d, fake, text, z, quarter, 2)
+    loss_same, _ = generator_loss(d, same, text, z, quarter)
+    loss_apart, _ = generator_loss(d, fake, text, z, quarter)
     assert loss_same > loss_apart + 1000

@@ -1,7 +1,9 @@
 """`GANConfig`: the architecture of one generator/discriminator pair, nothing about training.
 
 It is saved in models/config.json beside the weights, so a generator can be rebuilt from the
-file alone (see `t2i.models.io.load_generator`).
+file alone (see `t2i.models.io.load_generator`). Training builds it from `train.model`
+(t2i/config.py `ModelParams`) by keyword; the defaults here fill the fields params.yaml does not
+expose and the keys a config saved by older code lacks.
 """
 
 from __future__ import annotations
@@ -12,8 +14,8 @@ from typing import TYPE_CHECKING, Any, Literal
 if TYPE_CHECKING:
     import torch
 
-# Whitening damping (t2i/models/text_norm.py), a fraction of the largest eigenvalue: the value before
-# train.whiten_eps existed, kept by the matcher and by configs saved without the key.
+# Whitening damping (t2i/models/text_norm.py), a fraction of the largest eigenvalue: the matcher's,
+# and what a saved config without the key means. Training sets its own (train.model.whiten_eps).
 WHITEN_EPS = 1e-2
 
 RESOLUTIONS = (32, 64, 128, 256)
@@ -40,7 +42,7 @@ class GANConfig:
     # sqrt(D); "whiten" = centred and whitened on the training captions, which makes a
     # word-order swap ~20x more visible. Saved configs without the key load as "scale".
     text_norm: Literal["scale", "whiten"] = "scale"
-    # Whitening damping (train.whiten_eps, default 0.001). Only `fit` reads it.
+    # Whitening damping (train.model.whiten_eps). Only `fit` reads it.
     whiten_eps: float = WHITEN_EPS
     extra: dict[str, Any] = field(default_factory=dict)  # room for forward-compatible keys
 

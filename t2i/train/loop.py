@@ -11,9 +11,7 @@ import csv
 import io
 import json
 import math
-import os
 import signal
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,16 +21,16 @@ from typing import Any, Callable, Protocol
 import torch
 from tqdm import tqdm
 
+from t2i.atomic import atomic_path, atomic_write
+from t2i.config import TrainParams, TrainRuntimeParams
 from t2i.models import GANConfig, save_generator
 from t2i.models.matcher import Matcher, matcher_digest
 from t2i.train.checkpoint import architecture, fingerprint, load_checkpoint, restore, save_checkpoint
 from t2i.train.data import ShardedSampler, TrainData
 from t2i.train.distributed import DistContext, any_rank, sync_buffers
-from t2i.train.losses import LossConfig
-from t2i.train.schedule import lr_factor, set_lr
-from t2i.train.runtime import setup_runtime, seed_everything
-from t2i.train.samples import make_sample_set, render_grid
-from t2i.train.step import GANState, build_state, train_step
+from t2i.train.runtime import Runtime, seed_everything, setup_runtime
+from t2i.train.samples import SampleSet, make_sample_set, render_grid
+from t2i.train.step import GANState, StepConfig, build_state, train_step
 
 
 class Tracker(Protocol):
@@ -109,7 +107,6 @@ class _StopFlag:
 
 
 def _write_csv(path: Path, rows: list[dict[str, float]]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
     keys: list[str] = []
     for r in rows:
         keys += [k for k in r if k not in keys]
@@ -117,157 +114,186 @@ def _write_csv(path: Path, rows: list[dict[str, float]]) -> None:
     w = csv.DictWriter(buf, fieldnames=keys or ["step", "loss_d", "loss_g"])
     w.writeheader()
     w.writerows(rows)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-        f.write(buf.getvalue())
-    os.replace(tmp, path)
+    atomic_write(path, buf.getvalue().encode("utf-8"))
 
 
 def _finite(state: GANState) -> bool:
     return all(bool(torch.isfinite(p).all()) for m in (state.g_raw, state.d_raw) for p in m.parameters())
 
 
-def model_config(params: Any, data: TrainData) -> GANConfig:
-    return GANConfig(
-        resolution=data.resolution, text_dim=data.text_dim, z_dim=params.z_dim,
-        g_width=params.g_width, g_min_width=params.g_min_width, d_width=params.d_width, attention=tuple(params.attention),
-        conditioning=params.conditioning, d_conditioning=params.d_conditioning,
-        text_norm=params.text_norm, whiten_eps=params.whiten_eps,
-    )
+def model_config(params: TrainParams, data: TrainData) -> GANConfig:
+    """The networks' config: `train.model` by keyword, the data's resolution and text size."""
+    return GANConfig(resolution=data.resolution, text_dim=data.text_dim, **params.model.model_dump())
 
 
-def loss_config(params: Any) -> LossConfig:  # params: t2i.config.TrainParams
-    return LossConfig(params.loss, params.ma_gp_weight, params.ma_gp_power, params.ma_gp_every, params.mismatch_weight,
-                      params.near_miss, params.near_miss_pool, params.diversity_weight,
-                      params.contrastive_d, params.contrastive_g, params.contrastive_candidates,
-                      diversity_pairs=params.diversity_pairs, contrastive_word_order=params.contrastive_word_order,
-                      contrastive_captions=params.contrastive_captions, swap_all_orders=params.swap_all_orders,
-                      matcher_weight=params.matcher_weight)
+@dataclass
+class _Run:
+    """One call of `train`: what its steps, checkpoints and logs share."""
+    params: TrainParams
+    data: TrainData
+    outputs: Outputs
+    ctx: DistContext
+    runtime: Runtime
+    state: GANState
+    sampler: ShardedSampler
+    fingerprint: str
+    tracker: Tracker = field(default_factory=NullTracker)
+    tracker_info: dict[str, Any] | None = None
+    history: list[dict[str, float]] = field(default_factory=list)
+
+    def say(self, message: str) -> None:
+        if self.ctx.is_main:
+            print(message)
+
+    def checkpoint(self, step: int) -> None:
+        if not self.ctx.is_main:
+            return
+        if not _finite(self.state):
+            raise NonFiniteLossError(f"weights are NaN/inf at step {step}; kept the last good checkpoint in {self.outputs.checkpoints}")
+        save_checkpoint(self.outputs.checkpoints, self.state, step, {
+            "fingerprint": self.fingerprint, "sampler": self.sampler.state(), "history": self.history,
+            "mlflow": self.tracker.to_json() or self.tracker_info, "model": self.state.g_raw.config.to_dict(),
+        })
+
+    def resume(self) -> int:
+        """Restore the checkpoint of this run's fingerprint, if any: the step to start from."""
+        ckpt = load_checkpoint(self.outputs.checkpoints)
+        steps, where = self.params.steps, self.outputs.checkpoints
+        if ckpt is not None and ckpt.meta.get("fingerprint") == self.fingerprint and ckpt.step > steps:
+            # `steps` is not in the fingerprint (raising it continues a run), but a checkpoint past
+            # the requested length cannot be wound back: train the shorter run from scratch.
+            self.say(f"train: {where} is at step {ckpt.step}, past train.steps={steps}; starting fresh from step 0")
+            return 0
+        if ckpt is not None and ckpt.meta.get("fingerprint") == self.fingerprint:
+            restore(self.state, ckpt)
+            self.sampler.load_state(ckpt.meta["sampler"])
+            self.history, self.tracker_info = ckpt.meta.get("history", []), ckpt.meta.get("mlflow")
+            self.say(f"train: resuming from {where} at step {ckpt.step}")
+            return ckpt.step
+        if ckpt is not None:
+            self.say(f"train: {where} is from other params or data (fingerprint "
+                     f"{ckpt.meta.get('fingerprint')} != {self.fingerprint}); starting fresh from step 0")
+        return 0
+
+
+def _start(params: TrainParams, data: TrainData, outputs: Outputs, ctx: DistContext, rt_params: TrainRuntimeParams,
+           matcher: Matcher | None) -> _Run:
+    """Runtime, networks, sampler and the checkpoint fingerprint of a run."""
+    runtime = setup_runtime(rt_params.device, params.precision, params.channels_last, rt_params.threads, ctx.local_rank)
+    seed_everything(params.seed)
+    state = build_state(model_config(params, data), params.optim, runtime, ctx.enabled, data.text)
+    fingerprinted = params.model_dump()
+    if params.loss.matcher_weight > 0:
+        if matcher is None:
+            raise ValueError("train.loss.matcher_weight > 0 needs the matcher: run the `matcher` stage "
+                             "(dvc repro matcher) or set train.loss.matcher_weight=0")
+        state.matcher = matcher.to(runtime.device).eval().requires_grad_(False)
+        # A checkpoint trained against another matcher is not resumed against this one.
+        fingerprinted["matcher_digest"] = matcher_digest(matcher)
+    sampler = ShardedSampler(len(data.text), params.batch_size, params.seed, ctx.rank, ctx.world_size)
+    fp = fingerprint(fingerprinted, data.identity, ctx.world_size, architecture(state))
+    return _Run(params, data, outputs=outputs, ctx=ctx, runtime=runtime, state=state, sampler=sampler, fingerprint=fp)
+
+
+def _step(run: _Run, step: int, cfg: StepConfig, halt_signal: int) -> tuple[dict[str, float], bool]:
+    """One step and its NaN check; returns its figures and whether any rank was signalled."""
+    stats = train_step(run.state, run.data, run.sampler.next(), step, cfg)
+    vals = {k: float(v) for k, v in stats.items()}
+    bad = not all(math.isfinite(v) for v in vals.values())
+    halt, bad = any_rank([halt_signal != 0, bad], run.ctx, run.runtime.device)
+    if bad:
+        raise NonFiniteLossError(
+            f"non-finite loss at step {step + 1} ({', '.join(f'{k}={v:.4g}' for k, v in vals.items())}); "
+            f"training stopped, the last good checkpoint in {run.outputs.checkpoints} is kept. "
+            f"Try lower train.optim.lr_d/lr_g, train.precision=fp32 or a larger train.loss.ma_gp_weight")
+    return vals, halt
+
+
+def _loop(run: _Run, start: int, end: int, samples: SampleSet) -> tuple[int, int]:
+    """Steps start..end-1 with logging, sample grids and checkpoints: (last step, images seen)."""
+    p, ctx = run.params, run.ctx
+    cfg = StepConfig(p.loss, p.optim.ema_decay, run.runtime, p.seed, ctx.rank)
+    step, window, t0, n_img = start, [], time.perf_counter(), 0
+    bar = tqdm(total=p.steps, initial=start, disable=not ctx.is_main, mininterval=1.0, desc="train", unit="step")
+    try:
+        with _StopFlag() as stop:
+            while step < end:
+                vals, halt = _step(run, step, cfg, stop.signum)
+                step += 1
+                n_img += p.batch_size * ctx.world_size
+                window.append(vals)
+                bar.update(1)
+                if step % p.log_every == 0 or step == end:
+                    ips = n_img / max(time.perf_counter() - t0, 1e-9)
+                    row = {"step": step, **{k: sum(w[k] for w in window) / len(window) for k in window[-1]}, "images_per_s": ips}
+                    run.history.append(row)
+                    window = []
+                    bar.set_postfix(loss_d=f"{row['loss_d']:.3f}", loss_g=f"{row['loss_g']:.3f}", img_s=f"{ips:.0f}")
+                    if ctx.is_main:
+                        _write_csv(run.outputs.losses_csv, run.history)
+                        run.tracker.log_metrics({k: v for k, v in row.items() if k != "step"}, step)
+                if ctx.is_main and step % p.sample_every == 0:
+                    run.tracker.log_image(render_grid(run.state.ema, samples, run.runtime.device), "samples", step)
+                if halt:
+                    run.checkpoint(step)
+                    raise TrainingInterrupted(stop.signum or signal.SIGTERM, step)
+                if step % p.checkpoint_every == 0 or step == p.steps:
+                    run.checkpoint(step)
+    finally:
+        bar.close()
+    return step, n_img
 
 
 def train(
-    params: Any,                 # t2i.config.TrainParams
+    params: TrainParams,
     data: TrainData,
     outputs: Outputs = Outputs(),
     ctx: DistContext = DistContext(),
     open_tracker: OpenTracker | None = None,
     stop_after: int | None = None,   # tests: return after this many steps of this call
-    matcher: Matcher | None = None,  # the `matcher` stage's network: needed when train.matcher_weight > 0
+    matcher: Matcher | None = None,  # the `matcher` stage's network: needed when train.loss.matcher_weight > 0
+    runtime: TrainRuntimeParams = TrainRuntimeParams(),
 ) -> TrainResult:
-    runtime = setup_runtime(params.device, params.precision, params.channels_last, params.threads, ctx.local_rank)
-    seed_everything(params.seed)
-    cfg = model_config(params, data)
-    state = build_state(cfg, params.lr_g, params.lr_d, (params.beta1, params.beta2), runtime, ctx.enabled, data.text)
-    loss_cfg = loss_config(params)
-    train_params = params.model_dump()
-    if params.matcher_weight > 0:
-        if matcher is None:
-            raise ValueError("train.matcher_weight > 0 needs the matcher: run the `matcher` stage "
-                             "(dvc repro matcher) or set train.matcher_weight=0")
-        state.matcher = matcher.to(runtime.device).eval().requires_grad_(False)
-        # A checkpoint trained against another matcher is not resumed against this one.
-        train_params["matcher_digest"] = matcher_digest(matcher)
-    sampler = ShardedSampler(len(data.text), params.batch_size, params.seed, ctx.rank, ctx.world_size)
-    fp = fingerprint(train_params, data.identity, ctx.world_size, architecture(state))
-    say = print if ctx.is_main else (lambda *a, **k: None)
+    run = _start(params, data, outputs, ctx, runtime, matcher)
     # Which precision `auto` resolved to matters for speed by up to 10x (bf16 on an AVX2 CPU).
-    threads = f", {torch.get_num_threads()} threads" if runtime.device.type == "cpu" else ""
-    say(f"train: {runtime.device}, {runtime.precision} (train.precision={params.precision}){threads}")
-
-    start, history, tracker_info = 0, [], None
-    ckpt = load_checkpoint(outputs.checkpoints)
-    if ckpt is not None and ckpt.meta.get("fingerprint") == fp and ckpt.step > params.steps:
-        # `steps` is not in the fingerprint (raising it continues a run), but a checkpoint past
-        # the requested length cannot be wound back: train the shorter run from scratch.
-        say(f"train: {outputs.checkpoints} is at step {ckpt.step}, past train.steps={params.steps}; "
-            "starting fresh from step 0")
-        ckpt = None
-    if ckpt is not None and ckpt.meta.get("fingerprint") == fp:
-        restore(state, ckpt)
-        sampler.load_state(ckpt.meta["sampler"])
-        start, history, tracker_info = ckpt.step, ckpt.meta.get("history", []), ckpt.meta.get("mlflow")
-        say(f"train: resuming from {outputs.checkpoints} at step {start}")
-    elif ckpt is not None:
-        say(f"train: {outputs.checkpoints} is from other params or data (fingerprint "
-            f"{ckpt.meta.get('fingerprint')} != {fp}); starting fresh from step 0")
-    tracker: Tracker = (open_tracker(tracker_info) if open_tracker else NullTracker()) if ctx.is_main else NullTracker()
-    samples = make_sample_set(data.table, data.all_text, cfg.z_dim, params.seed)
-    config_dict = {"model": cfg.to_dict(), "encoder": data.encoder, "train": params.model_dump(),
-                   "data_identity": data.identity, "sample_captions": samples.captions}
-
-    def checkpoint(step: int) -> None:
-        if not ctx.is_main:
-            return
-        if not _finite(state):
-            raise NonFiniteLossError(f"weights are NaN/inf at step {step}; kept the last good checkpoint in {outputs.checkpoints}")
-        save_checkpoint(outputs.checkpoints, state, step, {
-            "fingerprint": fp, "sampler": sampler.state(), "history": history,
-            "mlflow": tracker.to_json() or tracker_info, "model": cfg.to_dict(),
-        })
-
-    step, window, t0, n_img, status = start, [], time.perf_counter(), 0, "FAILED"
-    loop_seconds = 0.0
+    threads = f", {torch.get_num_threads()} threads" if run.runtime.device.type == "cpu" else ""
+    run.say(f"train: {run.runtime.device}, {run.runtime.precision} (train.precision={params.precision}){threads}")
+    start = run.resume()
+    if open_tracker is not None and ctx.is_main:
+        run.tracker = open_tracker(run.tracker_info)
+    samples = make_sample_set(data.table, data.all_text, params.model.z_dim, params.seed)
     end = params.steps if stop_after is None else min(params.steps, start + stop_after)
-    bar = tqdm(total=params.steps, initial=start, disable=not ctx.is_main, mininterval=1.0, desc="train", unit="step")
+    status, t0, step, n_img, loop_seconds = "FAILED", time.perf_counter(), start, 0, 0.0
     try:
-        with _StopFlag() as stop:
-            while step < end:
-                factor = lr_factor(step, params.steps, params.lr_decay_from)
-                set_lr(state.opt_g, params.lr_g, factor)
-                set_lr(state.opt_d, params.lr_d, factor)
-                stats = train_step(state, data, sampler.next(), step, params.seed, ctx.rank, loss_cfg, params.ema_decay, runtime)
-                vals = {k: float(v) for k, v in stats.items()}
-                step += 1
-                n_img += params.batch_size * ctx.world_size
-                bad = not all(math.isfinite(v) for v in vals.values())
-                halt, bad = any_rank([stop.signum != 0, bad], ctx, runtime.device)
-                if bad:
-                    raise NonFiniteLossError(
-                        f"non-finite loss at step {step} ({', '.join(f'{k}={v:.4g}' for k, v in vals.items())}); "
-                        f"training stopped, the last good checkpoint in {outputs.checkpoints} is kept. "
-                        f"Try lower train.lr_d/lr_g, train.precision=fp32 or a larger train.ma_gp_weight")
-                window.append(vals)
-                ips = n_img / max(time.perf_counter() - t0, 1e-9)
-                bar.update(1)
-                if step % params.log_every == 0 or step == end:
-                    row = {"step": step, **{k: sum(w[k] for w in window) / len(window) for k in window[-1]}, "images_per_s": ips}
-                    history.append(row)
-                    window = []
-                    bar.set_postfix(loss_d=f"{row['loss_d']:.3f}", loss_g=f"{row['loss_g']:.3f}", img_s=f"{ips:.0f}")
-                    if ctx.is_main:
-                        _write_csv(outputs.losses_csv, history)
-                        tracker.log_metrics({k: v for k, v in row.items() if k != "step"}, step)
-                if ctx.is_main and step % params.sample_every == 0:
-                    tracker.log_image(render_grid(state.ema, samples, runtime.device), "samples", step)
-                if halt:
-                    checkpoint(step)
-                    raise TrainingInterrupted(stop.signum or signal.SIGTERM, step)
-                if step % params.checkpoint_every == 0 or step == params.steps:
-                    checkpoint(step)
+        step, n_img = _loop(run, start, end, samples)
         loop_seconds = time.perf_counter() - t0  # images/s excludes the final export below
-        sync_buffers([state.g_raw, state.d_raw, state.ema], ctx)
+        sync_buffers([run.state.g_raw, run.state.d_raw, run.state.ema], ctx)
         if ctx.is_main and step >= params.steps:
-            _write_csv(outputs.losses_csv, history)  # DVC removed it; a resume may run no step
-            _finish(outputs, state, samples, config_dict, step, tracker, runtime.device)
+            _write_csv(outputs.losses_csv, run.history)  # DVC removed it; a resume may run no step
+            config = {"model": run.state.g_raw.config.to_dict(), "encoder": data.encoder, "train": params.model_dump(),
+                      "data_identity": data.identity, "sample_captions": samples.captions, "step": step}
+            _finish(outputs, run.state, samples, config, run.tracker, run.runtime.device)
         status = "FINISHED"
     except TrainingInterrupted:
         status = "KILLED"
         raise
     finally:
-        bar.close()
         if ctx.is_main:
-            tracker.end(status)
-    return TrainResult(step=step, resumed_from=start, images_per_s=n_img / max(loop_seconds, 1e-9), history=history, state=state)
+            run.tracker.end(status)
+    return TrainResult(step=step, resumed_from=start, images_per_s=n_img / max(loop_seconds, 1e-9),
+                       history=run.history, state=run.state)
 
 
-def _finish(outputs: Outputs, state: GANState, samples: Any, config_dict: dict[str, Any], step: int, tracker: Tracker, device: torch.device) -> None:
+def _finish(outputs: Outputs, state: GANState, samples: SampleSet, config: dict[str, Any], tracker: Tracker,
+            device: torch.device) -> None:
     """Write models/ (EMA generator, config, run id, final grid) and log the model."""
-    save_generator(outputs.models, state.ema, {**config_dict, "step": step})
+    save_generator(outputs.models, state.ema, config)
     grid = render_grid(state.ema, samples, device)
-    grid.save(outputs.models / "samples.png")
-    tracker.log_image(grid, "samples", step)
+    with atomic_path(outputs.models / "samples.png") as tmp:
+        grid.save(tmp, format="PNG")
+    tracker.log_image(grid, "samples", config["step"])
     run_info = tracker.to_json()
-    (outputs.models / "mlflow_run.json").write_text(json.dumps(run_info, indent=2) + "\n", encoding="utf-8")
+    atomic_write(outputs.models / "mlflow_run.json", (json.dumps(run_info, indent=2) + "\n").encode("utf-8"))
     tracker.log_artifact(outputs.models / "config.json")
     tracker.log_artifact(outputs.models / "generator.safetensors", "generator_files")
     tracker.log_artifact(outputs.models / "config.json", "generator_files")

@@ -9,7 +9,7 @@ Generator: fool D; optionally a mode-seeking term (MSGAN) that pays G for making
 vectors of the same caption give different images.
 
 Contrastive matching (XMC-GAN, Zhang et al. 2021, with one-word misses as the negatives): with
-`contrastive_d` / `contrastive_g` > 0 each image is also scored against K captions that differ from its own
+`train.loss.contrastive_d` / `contrastive_g` > 0 each image is also scored against K captions that differ from its own
 in one word, and a cross-entropy asks that its own caption win. A hinge against one wrong
 caption gives D one comparison per image; the softmax over K gives K, which is what a colour
 seen in a few pixels (the flower's centre) needs. D learns it on real images, G on its fakes
@@ -19,33 +19,52 @@ through the frozen D.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from t2i.config import LossParams
 from t2i.models.matcher import SCALE, Matcher
 
 
-@dataclass(frozen=True)
-class LossConfig:
-    kind: Literal["hinge", "bce"] = "hinge"
-    ma_gp_weight: float = 2.0
-    ma_gp_power: float = 6.0
-    ma_gp_every: int = 1          # lazy regularisation (StyleGAN2): the penalty every N-th D step, x N
-    mismatch_weight: float = 1.0
-    near_miss: float = 1.0        # weight of one-word misses among the wrong captions (swap, random: 1 each)
-    near_miss_pool: int = 1       # hard negatives: the best-matching of this many one-word misses
-    diversity_weight: float = 0.0
-    contrastive_d: float = 0.0        # weight of the cross-entropy against one-word misses in D's loss
-    contrastive_g: float = 0.0        # ... and in G's, on its fakes through the frozen D
-    contrastive_candidates: int = 8   # K candidates per image
-    contrastive_word_order: int = 0   # ... plus up to this many captions with its words in another order
-    contrastive_captions: int = 1     # D's term scores each real image with up to this many of its captions
-    swap_all_orders: bool = False     # the hinge's swap negative turns through every other word order
-    matcher_weight: float = 0.0       # G's cross-entropy against the same candidates under the frozen matcher
-    diversity_pairs: float = 0.5  # share of the batch that repeats a caption for the mode-seeking term
+MA_GP_POWER = 6.0  # the penalty is |grad|^6 (DF-GAN's p)
+
+
+def mode_seeking_pairs(batch: int, cfg: LossParams) -> int:
+    """How many (caption, two noises) pairs the mode-seeking term compares: 0 when it is off.
+    The last that many fakes of a batch repeat the first that many captions with fresh noise."""
+    if cfg.diversity_weight <= 0 or batch < 4:
+        return 0
+    return max(1, min(batch // 2, round(batch * cfg.diversity_pairs)))
+
+
+@dataclass
+class Candidates:
+    """Contrastive candidates of each (image, true caption) row, as D sees them."""
+    text: torch.Tensor   # (N, K, D)
+    valid: torch.Tensor  # (N, K) bool: False = no such candidate, ignored
+
+
+@dataclass
+class ExtraTrue:
+    """More true captions of the real images for D's contrastive term, as D sees them."""
+    text: torch.Tensor    # (E, D)
+    image: torch.Tensor   # (E,) batch row of each one's image
+    exists: torch.Tensor  # (E,) bool: False = an empty slot (an image with fewer captions)
+
+
+@dataclass
+class DTexts:
+    """The captions of one D loss, as D sees them (after G's text_norm)."""
+    true: torch.Tensor      # (B, D) captions of the real images
+    fake: torch.Tensor      # (B, D) captions the fakes were generated from
+    mismatch: torch.Tensor  # (B, D) one wrong caption per real image
+    # Hard negatives: on `hard` rows the mismatched score is D's best of the P pool scores.
+    hard_pool: torch.Tensor | None = None  # (B, P, D) one-word misses
+    hard: torch.Tensor | None = None       # (B,) bool
+    cands: Candidates | None = None        # rows: the B true captions, then the E extra ones
+    extra: ExtraTrue | None = None
 
 
 def candidate_ce(out_true: torch.Tensor, out_cand: torch.Tensor, valid: torch.Tensor,
@@ -84,61 +103,76 @@ def _pos(out: torch.Tensor, kind: str) -> torch.Tensor:
     return F.relu(1.0 - out) if kind == "hinge" else F.softplus(-out)
 
 
+def _d_scores(d: nn.Module, real: torch.Tensor, fake: torch.Tensor, t: DTexts, text_in: torch.Tensor,
+              use_ce: bool) -> torch.Tensor:
+    """One D forward: features of [real|fake] once, scored against [true|generating|mismatched
+    (|P hard-negative pool)(|E extra true)(|K candidates per true caption)] captions. D has no
+    batch norm, so this equals separate forwards; it is one call (DDP sees exactly one forward
+    per backward) and a third less work. Returns (3B [+ B*P] [+ E] [+ (B + E)*K],) fp32 scores."""
+    b = real.shape[0]
+    index = [torch.arange(2 * b), torch.arange(b)]  # image of each score: (3B,)
+    texts = [text_in, t.fake, t.mismatch]
+    if t.hard_pool is not None:
+        index.append(torch.arange(b).repeat_interleave(t.hard_pool.shape[1]))  # (B*P,)
+        texts.append(t.hard_pool.flatten(0, 1))
+    if use_ce and t.cands is not None:
+        rows_of = torch.arange(b)
+        if t.extra is not None:
+            index.append(t.extra.image.cpu())  # (E,)
+            texts.append(t.extra.text)
+            rows_of = torch.cat([torch.arange(b), t.extra.image.cpu()])  # (B + E,)
+        index.append(rows_of.repeat_interleave(t.cands.text.shape[1]))  # ((B [+ E]) * K,)
+        texts.append(t.cands.text.flatten(0, 1))
+    out = d(torch.cat([real, fake.detach()]), torch.cat(texts), torch.cat(index).to(real.device))
+    return out.float()  # the loss is computed in fp32 even under autocast
+
+
+def _d_contrastive(out: torch.Tensor, b: int, t: DTexts) -> torch.Tensor:
+    """Cross-entropy of each true caption against its candidates, from `_d_scores`' output."""
+    assert t.cands is not None
+    start = (3 + (0 if t.hard_pool is None else t.hard_pool.shape[1])) * b
+    if t.extra is None:
+        return candidate_ce(out[:b], out[start:].view(b, -1), t.cands.valid)
+    n_extra = t.extra.text.shape[0]
+    true = torch.cat([out[:b], out[start : start + n_extra]])  # (B + E,)
+    exists = torch.cat([torch.ones(b, dtype=torch.bool, device=out.device), t.extra.exists])
+    return candidate_ce(true, out[start + n_extra :].view(b + n_extra, -1), t.cands.valid, exists)
+
+
+def _ma_gp(out_real: torch.Tensor, real_in: torch.Tensor, text_in: torch.Tensor, cfg: LossParams) -> torch.Tensor:
+    """The matching-aware gradient penalty, amortised: every N-th step, N times as strong."""
+    gx, gs = torch.autograd.grad(out_real.sum(), (real_in, text_in), create_graph=True)
+    sq = gx.float().flatten(1).pow(2).sum(1) + gs.float().pow(2).sum(1)  # (B,) |grad|^2
+    # |grad|^p as (|grad|^2)^(p/2): no sqrt, so no infinite derivative at a zero gradient.
+    return cfg.ma_gp_weight * cfg.ma_gp_every * sq.pow(MA_GP_POWER / 2.0).mean()
+
+
 def discriminator_loss(
     d: nn.Module,
-    real: torch.Tensor,       # (B, 3, R, R)
-    text: torch.Tensor,       # (B, D) true captions of the real images
-    fake: torch.Tensor,       # (B, 3, R, R), detached
-    text_fake: torch.Tensor,  # (B, D) captions the fakes were generated from
-    text_mis: torch.Tensor,   # (B, D) mismatched captions for the real images
-    cfg: LossConfig,
+    real: torch.Tensor,  # (B, 3, R, R)
+    fake: torch.Tensor,  # (B, 3, R, R), detached
+    texts: DTexts,
+    cfg: LossParams,
     step: int = 0,
-    cands: torch.Tensor | None = None,   # (B, K, D) one-word-miss candidates of the true captions
-    cand_valid: torch.Tensor | None = None,  # (B, K) bool
-    hard_pool: tuple[torch.Tensor, torch.Tensor] | None = None,  # (B, P, D) one-word misses, (B,) bool rows
-    extra_true: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,  # (E, D), (E,) image, (E,) bool
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """One D forward: features of [real|fake] once, scored against [true|generating|mismatched
-    (|P hard-negative pool)(|K candidates)] captions. D has no batch norm, so this equals
-    separate forwards; it is one call (DDP sees exactly one forward per backward) and a third
-    less work.
-
-    `hard_pool`: on its rows the mismatched score is the best of the P pool scores -- the hinge
-    on the one-word miss D currently matches best (hard negatives), ranked by this same forward
-    instead of a separate pass over the real images; the max routes the gradient to that one.
-
-    `extra_true`: more true captions of the real images (sentence, image row, exists), each with
-    its own candidates in rows B.. of `cands`: the contrastive term scores them like the first."""
+    """Real images with their caption against fakes and against wrong captions (hinge or BCE),
+    plus the contrastive term and the lazy MA-GP. `texts.hard_pool`: the hinge on the one-word
+    miss D currently matches best, ranked by this same forward; the max routes the gradient to
+    that one. `texts.extra`: more true captions, each with its own candidates in rows B.. of
+    `texts.cands`, scored like the first."""
     b = real.shape[0]
-    use_ce = cfg.contrastive_d > 0 and cands is not None and cand_valid is not None
+    use_ce = cfg.contrastive_d > 0 and texts.cands is not None
     # The penalty's double backward costs about as much as the rest of the D step: with
     # ma_gp_every=N it runs on every N-th step only, N times as strong (same mean pull).
     use_gp = cfg.ma_gp_weight > 0 and step % cfg.ma_gp_every == 0
     real_in = real.detach().requires_grad_(use_gp)
-    text_in = text.detach().requires_grad_(use_gp)
-    index = [torch.arange(2 * b), torch.arange(b)]  # image of each score: (3B,)
-    texts = [text_in, text_fake, text_mis]
-    n_pool = 0
-    if hard_pool is not None:
-        n_pool = hard_pool[0].shape[1]
-        index.append(torch.arange(b).repeat_interleave(n_pool))  # (B*P,)
-        texts.append(hard_pool[0].flatten(0, 1))
-    n_extra = 0
-    if use_ce and extra_true is not None:
-        n_extra = extra_true[0].shape[0]
-        index.append(extra_true[1].cpu())  # (E,)
-        texts.append(extra_true[0])
-    if use_ce:
-        k = cands.shape[1]
-        rows_of = torch.arange(b) if n_extra == 0 else torch.cat([torch.arange(b), extra_true[1].cpu()])  # (B [+ E],)
-        index.append(rows_of.repeat_interleave(k))  # ((B + E) * K,)
-        texts.append(cands.flatten(0, 1))
-    out = d(torch.cat([real_in, fake.detach()]), torch.cat(texts), torch.cat(index).to(real.device))
-    out = out.float()  # (3B [+ B*K],) scores; the loss is computed in fp32 even under autocast
+    text_in = texts.true.detach().requires_grad_(use_gp)
+    out = _d_scores(d, real_in, fake, texts, text_in, use_ce)
     out_real, out_fake, out_mis = out[:b], out[b : 2 * b], out[2 * b : 3 * b]
-    if hard_pool is not None:
+    if texts.hard_pool is not None and texts.hard is not None:
+        n_pool = texts.hard_pool.shape[1]
         best = out[3 * b : (3 + n_pool) * b].view(b, n_pool).max(dim=1).values  # (B,)
-        out_mis = torch.where(hard_pool[1], best, out_mis)
+        out_mis = torch.where(texts.hard, best, out_mis)
     loss_real = _pos(out_real, cfg.kind).mean()
     loss_fake = _neg(out_fake, cfg.kind).mean()
     loss_mis = _neg(out_mis, cfg.kind).mean()
@@ -146,20 +180,11 @@ def discriminator_loss(
     loss = loss_real + (loss_fake + w * loss_mis) / (1.0 + w)
     stats = {"loss_d_real": loss_real.detach(), "loss_d_fake": loss_fake.detach(), "loss_d_mismatch": loss_mis.detach()}
     if use_ce:
-        start = (3 + n_pool) * b
-        if n_extra == 0:
-            ce = candidate_ce(out_real, out[start:].view(b, -1), cand_valid)
-        else:
-            true = torch.cat([out_real, out[start : start + n_extra]])  # (B + E,)
-            exists = torch.cat([torch.ones(b, dtype=torch.bool, device=out.device), extra_true[2]])
-            ce = candidate_ce(true, out[start + n_extra :].view(b + n_extra, -1), cand_valid, exists)
+        ce = _d_contrastive(out, b, texts)
         loss = loss + cfg.contrastive_d * ce
         stats["loss_d_contrastive"] = ce.detach()
     if use_gp:
-        gx, gs = torch.autograd.grad(out_real.sum(), (real_in, text_in), create_graph=True)
-        sq = gx.float().flatten(1).pow(2).sum(1) + gs.float().pow(2).sum(1)  # (B,) |grad|^2
-        # |grad|^p as (|grad|^2)^(p/2): no sqrt, so no infinite derivative at a zero gradient.
-        gp = cfg.ma_gp_weight * cfg.ma_gp_every * sq.pow(cfg.ma_gp_power / 2.0).mean()
+        gp = _ma_gp(out_real, real_in, text_in, cfg)
         loss = loss + gp
     # Logged amortised (0 on skipped steps), so a window mean is the penalty per step.
     stats["ma_gp"] = gp.detach() if use_gp else torch.zeros((), device=out.device)
@@ -169,21 +194,20 @@ def discriminator_loss(
 def generator_loss(
     d: nn.Module,
     fake: torch.Tensor,   # (B, 3, R, R), with grad to G
-    text: torch.Tensor,   # (B, D)
+    text: torch.Tensor,   # (B, D) the generating captions, as D sees them
     z: torch.Tensor,      # (B, z_dim)
-    cfg: LossConfig,
-    pairs: int,
-    cands: torch.Tensor | None = None,   # (B, K, D) one-word-miss candidates of `text`
-    cand_valid: torch.Tensor | None = None,  # (B, K) bool
+    cfg: LossParams,
+    cands: Candidates | None = None,  # (B, K, D) candidates of `text`
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """`pairs`: the last `pairs` fakes repeat the first `pairs` captions with fresh noise, which
-    is what the mode-seeking term compares (0: no pairs)."""
+    """Fool D; the contrastive term on the fakes through D; the mode-seeking term on the
+    `mode_seeking_pairs` pairs of fakes that share a caption."""
     b = fake.shape[0]
-    use_ce = cfg.contrastive_g > 0 and cands is not None and cand_valid is not None
+    use_ce = cfg.contrastive_g > 0 and cands is not None
     if use_ce:  # one feature pass scores the generating caption and its K candidates
-        k = cands.shape[1]
+        assert cands is not None
+        k = cands.text.shape[1]
         index = torch.cat([torch.arange(b), torch.arange(b).repeat_interleave(k)]).to(fake.device)
-        out_all = d(fake, torch.cat([text, cands.flatten(0, 1)]), index).float()  # (B + B*K,)
+        out_all = d(fake, torch.cat([text, cands.text.flatten(0, 1)]), index).float()  # (B + B*K,)
         out = out_all[:b]
     else:
         out = d(fake, text).float()  # (B,)
@@ -191,9 +215,10 @@ def generator_loss(
     stats: dict[str, torch.Tensor] = {"loss_g_adv": adv.detach()}
     loss = adv
     if use_ce:
-        ce = candidate_ce(out, out_all[b:].view(b, k), cand_valid)
+        ce = candidate_ce(out, out_all[b:].view(b, k), cands.valid)
         loss = loss + cfg.contrastive_g * ce
         stats["loss_g_contrastive"] = ce.detach()
+    pairs = mode_seeking_pairs(b, cfg)
     if pairs > 0:
         img_dist = (fake[:pairs].float() - fake[b - pairs :].float()).abs().mean()
         z_dist = (z[:pairs] - z[b - pairs :]).abs().mean()

@@ -14,6 +14,8 @@ from typing import ContextManager
 import numpy as np
 import torch
 
+from t2i.device import pick_device
+
 
 @dataclass(frozen=True)
 class Runtime:
@@ -33,14 +35,6 @@ class Runtime:
     @property
     def memory_format(self) -> torch.memory_format:
         return torch.channels_last if self.channels_last else torch.contiguous_format
-
-
-def pick_device(name: str, local_rank: int = 0) -> torch.device:
-    if name == "cuda" or (name == "auto" and torch.cuda.is_available()):
-        if not torch.cuda.is_available():
-            raise RuntimeError("train.device=cuda but torch sees no CUDA device")
-        return torch.device("cuda", local_rank % torch.cuda.device_count())
-    return torch.device("cpu")
 
 
 def pick_dtype(precision: str, device: torch.device) -> torch.dtype | None:
@@ -69,14 +63,16 @@ def cpu_has_fast_bf16() -> bool:
         return torch.backends.cpu.get_cpu_capability().startswith("AVX512")
 
 
-def setup_runtime(device: str, precision: str, channels_last: bool, threads: int | None, local_rank: int = 0) -> Runtime:
-    dev = pick_device(device, local_rank)
+def setup_runtime(device: str, precision: str, channels_last: bool, threads: int | None, local_rank: int = 0,
+                  key: str = "train_runtime.device") -> Runtime:
+    """``key``: the params key that named ``device``, for the error when CUDA is missing."""
+    dev = pick_device(device, local_rank, key=key)
     if dev.type == "cuda":
         torch.cuda.set_device(dev)
         torch.backends.cudnn.benchmark = True
     if threads:
         torch.set_num_threads(threads)
-    # Denormal floats in small conv nets made a CPU training step up to 8x slower (NOTES.md).
+    # Denormal floats in small conv nets make a CPU training step up to 8x slower.
     torch.set_flush_denormal(True)
     return Runtime(device=dev, dtype=pick_dtype(precision, dev), channels_last=channels_last)
 

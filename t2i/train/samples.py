@@ -15,7 +15,7 @@ import pandas as pd
 import torch
 from PIL import Image
 
-from t2i.train.data import swap_partners
+from t2i.train.negatives import swap_partners
 
 
 @dataclass(frozen=True)
