@@ -20,9 +20,9 @@ REPO = Path(__file__).resolve().parents[1]
 def _project(tmp: Path, steps: int) -> None:
     make_dataset(tmp)
     save_small_matcher(tmp)  # the default train.matcher_weight=1 reads data/matcher
-    train = dict(steps=steps, batch_size=8, z_dim=8, g_width=32, d_width=16, attention=[8],
-                 checkpoint_every=3, sample_every=1000, log_every=1, threads=1, precision="fp32")
-    (tmp / "params.yaml").write_text(yaml.safe_dump({"train": train}))
+    train = dict(steps=steps, batch_size=8, checkpoint_every=3, sample_every=1000, log_every=1, precision="fp32",
+                 model=dict(z_dim=8, g_width=32, d_width=16, attention=[8]))
+    (tmp / "params.yaml").write_text(yaml.safe_dump({"train": train, "train_runtime": {"threads": 1}}))
 
 
 def _start(tmp: Path) -> subprocess.Popen[str]:

@@ -21,9 +21,9 @@ REPO = Path(__file__).resolve().parents[1]
 def test_stage_logs_run_and_loadable_generator(tmp_path: Path) -> None:
     make_dataset(tmp_path)
     save_small_matcher(tmp_path)  # the default train.matcher_weight=1 reads data/matcher
-    train = dict(steps=6, batch_size=8, z_dim=8, g_width=32, d_width=16, checkpoint_every=3,
-                 sample_every=3, log_every=2, threads=1)
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"train": train}))
+    train = dict(steps=6, batch_size=8, checkpoint_every=3, sample_every=3, log_every=2,
+                 model=dict(z_dim=8, g_width=32, d_width=16))
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"train": train, "train_runtime": {"threads": 1}}))
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     env = {**os.environ, "PYTHONPATH": str(REPO), "MLFLOW_TRACKING_URI": uri}
     out = subprocess.run([sys.executable, "-m", "stages.train"], cwd=tmp_path, env=env,
