@@ -3,10 +3,11 @@
     python -m stages.check_params [--params params.yaml] [--out data/params_checked]
 
 DVC removes a stage's outputs before it runs the stage's command, so a stage that rejected its
-own params would already have lost its previous result (a typo in ``train:`` cost the trained
-model). This stage runs first on every ``dvc repro`` (always_changed) and every other stage depends
-on its output, so a params mistake anywhere stops the pipeline before any output is touched. Its
-output is a constant marker: unchanged content means no downstream stage reruns because of it.
+own params would already have lost its previous result (a typo in ``train:`` would cost the
+trained model). This stage depends on params.yaml as a file, so it reruns whenever params.yaml
+changes, and every other stage depends on its output, so a params mistake anywhere stops the
+pipeline before any output is touched. Its output is a constant marker: unchanged content means
+no downstream stage reruns because of it.
 """
 
 from __future__ import annotations
@@ -31,9 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     except ParamsError as exc:
         print(f"params check failed (no stage ran, every output is kept): {exc}", file=sys.stderr)
         return 2
-    out = Path(args.out)
-    if not out.is_file() or out.read_bytes() != MARKER:
-        atomic_write(out, MARKER)
+    atomic_write(Path(args.out), MARKER)
     return 0
 
 

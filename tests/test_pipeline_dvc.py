@@ -75,3 +75,24 @@ def test_remote_round_trip(project: Path, tmp_path: Path) -> None:
     for rel in ["data/prepared/images.npy", "data/embeddings/embeddings.npy", "models/generator.safetensors"]:
         assert (clone / rel).read_bytes() == (project / rel).read_bytes(), rel
     assert "up to date" in run(["dvc", "status"], clone).stdout
+
+
+def test_params_mistake_keeps_every_output(project: Path) -> None:
+    """A bad train value is reported before DVC removes the model, the plots or the checkpoints."""
+    params_path = project / "params.yaml"
+    good = params_path.read_text(encoding="utf-8")
+    kept = ["models/generator.safetensors", "plots/train/losses.csv", "eval/metrics.json"]
+    before = {rel: (project / rel).read_bytes() for rel in kept}
+    try:
+        params_path.write_text(good.replace("steps: 4", "steps: abc", 1), encoding="utf-8")
+        proc = run(["dvc", "repro"], project, check=False)
+        assert proc.returncode != 0
+        out = proc.stdout + proc.stderr
+        assert "train.steps" in out and "Traceback" not in out, out
+        for rel, data in before.items():
+            assert (project / rel).read_bytes() == data, f"{rel} was removed or changed"
+    finally:
+        params_path.write_text(good, encoding="utf-8")
+    rerun = run(["dvc", "repro"], project).stdout  # only the check itself reruns
+    assert "Running stage 'train'" not in rerun and "Running stage 'ingest'" not in rerun, rerun
+    assert (project / kept[0]).read_bytes() == before[kept[0]]
