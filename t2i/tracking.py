@@ -461,11 +461,14 @@ def _logged_so_far(client: Any, run_id: str) -> tuple[dict[str, int], dict[str, 
     return steps, images
 
 
-def resume_run(info: Mapping[str, str]) -> Run:
+def resume_run(info: Mapping[str, str], skip_logged_steps: bool | None = None) -> Run:
     """Reopen a run from ``Run.to_json()`` (e.g. models/mlflow_run.json) and mark it RUNNING.
 
-    Steps it already holds are not logged again (see ``Run.log_metrics``). If its previous
-    process died, the run is first marked KILLED (the reason stays in ``t2i.end_reason``).
+    If its previous process died, the run is first marked KILLED (the reason stays in
+    ``t2i.end_reason``). ``skip_logged_steps``: metrics/images at steps the run already holds
+    are not logged again (see ``Run.log_metrics``) -- a resumed training redoes the steps after
+    its checkpoint. None (default): skip when the run had not finished, i.e. it was interrupted;
+    a FINISHED run reopened by evaluate logs everything, so a re-evaluation updates its values.
     """
     _, client_cls = _mlflow_modules()
     uri = info.get("tracking_uri") or tracking_uri()
@@ -475,7 +478,9 @@ def resume_run(info: Mapping[str, str]) -> Run:
     try:
         experiment_id = str(info.get("experiment_id") or client.get_run(run_id).info.experiment_id)
         close_dead_runs(client, experiment_id)
-        logged, images = _logged_so_far(client, run_id)
+        if skip_logged_steps is None:
+            skip_logged_steps = client.get_run(run_id).info.status != "FINISHED"
+        logged, images = _logged_so_far(client, run_id) if skip_logged_steps else ({}, {})
         client.update_run(run_id, status="RUNNING")
         for key, value in _owner_tags().items():
             client.set_tag(run_id, key, value)

@@ -196,3 +196,20 @@ def test_run_names_read_as_a_list(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     client = MlflowClient(uri)
     assert re.fullmatch(r"\d{4}-\d\d-\d\d-\d{6}-[0-9a-f]{4,}", client.get_run(plain.run_id).info.run_name)
     assert client.get_run(exp.run_id).info.run_name == "lean-steps-50"
+
+
+def test_reevaluating_a_finished_run_updates_its_values(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from mlflow import MlflowClient
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    run = tracking.start_run("t2i-faults", None, {}, {})
+    run.log_metrics({"loss_d": 1.0}, step=10)
+    run.end()
+    for value in (0.5, 0.7):  # evaluate twice on the same model (e.g. new eval params)
+        again = tracking.resume_run(run.to_json())
+        again.log_metrics({"eval/acc": value}, step=10)
+        again.end()
+    history = MlflowClient(tracking.tracking_uri()).get_metric_history(run.run_id, "eval/acc")
+    assert [m.value for m in history] == [0.5, 0.7]
+
