@@ -45,7 +45,8 @@ def _leftover_pattern(name: str) -> re.Pattern[str]:
 def sweep_leftovers(path: Path | str) -> list[Path]:
     """Remove the temp files/dirs a killed writer of ``path`` left beside it; return them.
 
-    Only names of the form ``.<path.name>.tmp-<pid>-*`` / ``.old-<pid>-*`` are candidates, and
+    A writer killed inside ``atomic_dir``'s swap leaves no ``path`` but an ``.old-`` copy: that
+    copy is the previous result and is renamed back, not removed. Only names of the form ``.<path.name>.tmp-<pid>-*`` / ``.old-<pid>-*`` are candidates, and
     only when ``<pid>`` is dead. The current process's own temp files are kept (another thread
     may be writing them).
     """
@@ -54,12 +55,17 @@ def sweep_leftovers(path: Path | str) -> list[Path]:
         return []
     pattern = _leftover_pattern(path.name)
     removed: list[Path] = []
-    for entry in path.parent.iterdir():
+    for entry in sorted(path.parent.iterdir()):  # sorted: ".old-" before ".tmp-"
         match = pattern.match(entry.name)
         if not match:
             continue
         pid = int(match.group(1))
         if pid == os.getpid() or pid_alive(pid):
+            continue
+        if ".old-" in entry.name and not path.exists() and not path.is_symlink():
+            # Killed between the two renames of atomic_dir: this is the previous result.
+            entry.rename(path)
+            print(f"restored {path} from {entry.name}, left by a killed writer", file=sys.stderr)
             continue
         try:
             if entry.is_dir() and not entry.is_symlink():
