@@ -143,3 +143,21 @@ def test_real_loop_resumes_from_prev_when_last_is_truncated(tmp_path: Path) -> N
     _truncate(out.checkpoints / FILE, 1000)
     result = train(params, data, out)
     assert result.resumed_from == 2 and result.step == 6
+
+
+IO_PY = Path(__file__).resolve().parents[1] / "t2i" / "models" / "io.py"
+
+
+@pytest.mark.skipif("load_safetensors_checked" not in IO_PY.read_text(),
+                    reason="t2i/models/io.py does not load through t2i.safe_load yet (docs/reliability.md, fault 2)")
+def test_load_generator_names_a_damaged_weights_file(tmp_path: Path) -> None:
+    from t2i.models import GANConfig, load_generator, save_generator
+    from t2i.models.generator import Generator
+
+    cfg = GANConfig(resolution=32, text_dim=8, z_dim=4, g_width=16, d_width=8, attention=(8,))
+    save_generator(tmp_path, Generator(cfg), {"model": cfg.to_dict()})
+    weights = tmp_path / "generator.safetensors"
+    _truncate(weights, weights.stat().st_size // 2)
+    with pytest.raises(DamagedFileError, match="generator.safetensors") as info:
+        load_generator(tmp_path)
+    assert str(weights) in str(info.value)

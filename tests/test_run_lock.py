@@ -73,3 +73,31 @@ def test_lock_is_released_when_the_block_raises(tmp_path: Path) -> None:
     probe = subprocess.run([sys.executable, "-c", HOLD.replace("time.sleep(120)", "pass"), str(lock)],
                            capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=60)
     assert probe.returncode == 0 and "locked" in probe.stdout, probe.stderr
+
+
+@pytest.mark.skipif("run_lock" not in (REPO / "stages" / "train.py").read_text(),
+                    reason="stages/train.py does not take the run lock yet (see docs/reliability.md, fault 5)")
+def test_second_train_stage_is_refused_naming_the_first(tmp_path: Path) -> None:
+    import yaml
+
+    from test_train_fixtures import make_dataset
+
+    make_dataset(tmp_path)
+    train = dict(steps=100_000, batch_size=8, z_dim=8, g_width=32, d_width=16, attention=[8], checkpoint_every=4,
+                 sample_every=1000, log_every=1, threads=1, precision="fp32", matcher_weight=0.0)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"train": train}))
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    cmd = [sys.executable, "-m", "stages.train", "--no-tracking"]
+    first = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while not (tmp_path / "checkpoints").exists():  # the first run holds the lock by now
+            assert time.monotonic() < deadline and first.poll() is None
+            time.sleep(0.2)
+        second = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+        assert second.returncode == 3, second.stderr
+        assert f"pid {first.pid}" in second.stderr and "Traceback" not in second.stderr
+        assert first.poll() is None  # the first run goes on
+    finally:
+        first.kill()
+        first.wait()
