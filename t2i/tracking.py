@@ -180,7 +180,6 @@ class Run:
         self.tracking_uri = tracking_uri
         self._client = client_cls(tracking_uri)
         self._down_since: float | None = None  # monotonic time of the last connection failure
-        self._skipped = 0
         self._warned: set[str] = set()
         # A resumed run: the last step already logged per metric key, and image steps per key.
         self._logged = dict(logged or {})
@@ -221,7 +220,6 @@ class Run:
     def _call(self, what: str, fn: Callable[[], T]) -> T | None:
         """A synchronous call (run end, model export): one bounded try, skipped during an outage."""
         if self._down_since is not None and time.monotonic() - self._down_since < _OUTAGE_RETRY_S:
-            self._skipped += 1
             return None
         try:
             result = fn()
@@ -230,7 +228,6 @@ class Run:
                 self._warn_once(f"error:{what}", f"MLflow {what} failed for run {self.run_id}: {exc}")
                 return None
             self._down_since = time.monotonic()
-            self._skipped += 1
             self._warn_once(
                 "down",
                 f"MLflow tracking server {self.tracking_uri} unreachable during {what} ({exc}); "

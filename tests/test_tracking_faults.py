@@ -213,3 +213,26 @@ def test_reevaluating_a_finished_run_updates_its_values(tmp_path: Path, monkeypa
     history = MlflowClient(tracking.tracking_uri()).get_metric_history(run.run_id, "eval/acc")
     assert [m.value for m in history] == [0.5, 0.7]
 
+
+
+def test_sender_bounds_its_queue_and_counts_what_it_dropped() -> None:
+    from t2i.tracking_queue import Sender, summarize
+
+    up = {"ok": False}
+    sent: list[int] = []
+
+    def call(i: int) -> None:
+        if not up["ok"]:
+            raise ConnectionError("refused")
+        sent.append(i)
+
+    events: list[str] = []
+    sender = Sender(lambda e: isinstance(e, ConnectionError), lambda w, e: events.append("down"),
+                    lambda left: events.append("back"), lambda w, e: events.append("error"), max_pending=3)
+    for i in range(5):
+        sender.submit("log_metrics", lambda i=i: call(i), step=i)
+    assert not sender.flush(0.3)
+    up["ok"] = True
+    assert sender.flush(30)
+    assert sent == [2, 3, 4] and events == ["down", "back"]
+    assert summarize(sender.close(1)) == "log_metrics: 2 calls (steps 0-1, dropped: too many calls queued during the outage)"
