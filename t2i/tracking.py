@@ -340,12 +340,14 @@ class Run:
     def end(self, status: str = "FINISHED") -> None:
         """Send queued calls (at most ``T2I_MLFLOW_FLUSH_S`` s), then mark the run FINISHED /
         FAILED / KILLED. What could not be logged is printed and, if the server answers, tagged."""
+        down = self._sender is not None and self._sender.down
         self.missing = self.close()
         if self.missing:
             print(f"MLflow run {self.run_id} at {self.tracking_uri} is missing: {self.missing}. "
                   "The local record (plots/train/losses.csv, models/, checkpoints/) is complete.", file=sys.stderr)
-            self._down_since = None
-            self._call("set_tag", lambda: self._client.set_tag(self.run_id, MISSING_TAG, self.missing[:4900]))
+            if not down:  # one bounded wait on a gone server is enough: the status below
+                self._down_since = None
+                self._call("set_tag", lambda: self._client.set_tag(self.run_id, MISSING_TAG, self.missing[:4900]))
         self._down_since = None  # the status is tried once more even during an outage
         self._call("end", lambda: self._client.set_terminated(self.run_id, status=status))
 
