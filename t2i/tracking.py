@@ -1,13 +1,20 @@
 """The one place that talks to MLflow.
 
 Stages call ``start_run`` (train) or ``resume_run`` (evaluate, resumed training) and log through
-the returned ``Run``. Two rules shape this module:
+the returned ``Run``. The record must tell the truth after a fault:
 
 * An unreachable tracking server is an error at start (``TrackingError`` names the URI and what
   to do), because a run that silently records nothing is worse than no run.
-* A server that goes away *mid-run* must not kill training. Every logging call is guarded: the
-  first failure warns once, then calls are skipped (cheaply) for ``_OUTAGE_RETRY_S`` seconds
-  before one is tried again. The stage keeps its own local record (losses.csv, checkpoints).
+* A server that goes away or freezes *mid-run* must not stall training. Logging calls are queued
+  and sent by one background thread (``t2i.tracking_queue``), which retries through an outage,
+  so what was logged meanwhile arrives when the server is back. ``Run.end`` waits a bounded time
+  (``T2I_MLFLOW_FLUSH_S``, default 30 s) for the rest; whatever is still missing is printed and,
+  when the server answers, recorded in the tag ``t2i.tracking.missing``.
+* A resumed run continues the same MLflow run and skips metrics/images at steps it already has
+  (the steps redone after the checkpoint), so no step appears twice.
+* Every run carries its host and pid; a run left RUNNING by a process that died (kill -9, OOM,
+  power) is marked KILLED by the next ``start_run``/``resume_run`` on that host.
+* Each run is named so a list of runs reads: the DVC experiment name, else date-time-commit.
 
 Everything goes through ``MlflowClient`` with an explicit run id (no fluent "active run"), so a
 run can be reopened by another process or stage and a failed call can never leave global state
@@ -16,6 +23,7 @@ half-updated.
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import socket
 import subprocess
@@ -37,12 +45,18 @@ _HTTP_ENV_DEFAULTS = {
     "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
     "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
 }
-_OUTAGE_RETRY_S = 30.0  # after a connection failure, skip calls this long before trying again
+_OUTAGE_RETRY_S = 30.0  # synchronous calls: after a connection failure, skip calls this long
+FLUSH_ENV = "T2I_MLFLOW_FLUSH_S"  # how long Run.end waits for queued calls (seconds)
+_FLUSH_DEFAULT_S = 30.0
+MISSING_TAG = "t2i.tracking.missing"
 _PIP_REQUIREMENTS = ["torch"]  # explicit: MLflow's inference of requirements costs ~5 s
 # Env var a flow sets so stages (run by DVC, which passes env through) tag the Prefect run id.
 PREFECT_FLOW_RUN_ENV = "PREFECT__FLOW_RUN_ID"
 
 T = TypeVar("T")
+
+if TYPE_CHECKING:
+    from t2i.tracking_queue import Sender
 
 
 class TrackingError(RuntimeError):
@@ -155,17 +169,23 @@ def _check_reachable(uri: str, client: Any) -> None:
 
 
 class Run:
-    """One MLflow run; every logging call warns instead of raising when the server is gone."""
+    """One MLflow run. Logging calls are queued and never raise or wait on the server; ``end``
+    sends what is left within a bounded wait and says plainly what could not be sent."""
 
-    def __init__(self, run_id: str, experiment_id: str, tracking_uri: str) -> None:
+    def __init__(self, run_id: str, experiment_id: str, tracking_uri: str,
+                 logged: Mapping[str, int] | None = None, logged_images: Mapping[str, set[int]] | None = None) -> None:
         _, client_cls = _mlflow_modules()
         self.run_id = run_id
         self.experiment_id = experiment_id
         self.tracking_uri = tracking_uri
         self._client = client_cls(tracking_uri)
         self._down_since: float | None = None  # monotonic time of the last connection failure
-        self._skipped = 0
         self._warned: set[str] = set()
+        # A resumed run: the last step already logged per metric key, and image steps per key.
+        self._logged = dict(logged or {})
+        self._logged_images = {k: set(v) for k, v in (logged_images or {}).items()}
+        self._sender: Sender | None = None
+        self.missing: str = ""  # after end(): what could not be logged, in words ("" if nothing)
 
     # -- guarded calls -------------------------------------------------------------------------
     def _warn_once(self, key: str, message: str) -> None:
@@ -173,9 +193,33 @@ class Run:
             self._warned.add(key)
             warnings.warn(message, TrackingWarning, stacklevel=4)
 
+    def _queue(self) -> Sender:
+        if self._sender is None:
+            from t2i.tracking_queue import Sender
+
+            def down(what: str, exc: BaseException) -> None:
+                self._warn_once("down", f"MLflow tracking server {self.tracking_uri} unreachable during {what} ({exc}); "
+                                        "training continues, logging is queued and sent when it is back.")
+
+            def back(left: int) -> None:
+                print(f"MLflow server {self.tracking_uri} is back; sending the {left + 1} queued calls", file=sys.stderr)
+
+            def error(what: str, exc: BaseException) -> None:
+                self._warn_once(f"error:{what}", f"MLflow {what} failed for run {self.run_id}: {exc}")
+
+            self._sender = Sender(_unreachable, down, back, error)
+        return self._sender
+
+    def _submit(self, what: str, fn: Callable[[], object], step: int | None = None) -> None:
+        self._queue().submit(what, fn, step)
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait (at most ``timeout`` s, default ``T2I_MLFLOW_FLUSH_S``) until queued calls are sent."""
+        return self._sender is None or self._sender.flush(_flush_seconds() if timeout is None else timeout)
+
     def _call(self, what: str, fn: Callable[[], T]) -> T | None:
+        """A synchronous call (run end, model export): one bounded try, skipped during an outage."""
         if self._down_since is not None and time.monotonic() - self._down_since < _OUTAGE_RETRY_S:
-            self._skipped += 1
             return None
         try:
             result = fn()
@@ -184,16 +228,13 @@ class Run:
                 self._warn_once(f"error:{what}", f"MLflow {what} failed for run {self.run_id}: {exc}")
                 return None
             self._down_since = time.monotonic()
-            self._skipped += 1
             self._warn_once(
                 "down",
                 f"MLflow tracking server {self.tracking_uri} unreachable during {what} ({exc}); "
                 f"training continues, logging is skipped and retried every {_OUTAGE_RETRY_S:.0f} s.",
             )
             return None
-        if self._down_since is not None:
-            self._down_since = None
-            self._warn_once("back", f"MLflow server {self.tracking_uri} is back; {self._skipped} logging calls were skipped.")
+        self._down_since = None
         return result
 
     # -- the API stages use --------------------------------------------------------------------
@@ -202,32 +243,45 @@ class Run:
 
         flat = flatten_params(params)
         batch = [Param(k, str(v)) for k, v in flat.items()]
-        self._call("log_params", lambda: self._client.log_batch(self.run_id, params=batch))
+        self._submit("log_params", lambda: self._client.log_batch(self.run_id, params=batch))
 
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        """Queue ``metrics`` at ``step``. With an explicit step, a key already logged at that step
+        or later (a resumed run redoing the steps after its checkpoint) is skipped."""
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
-        batch = [Metric(k, float(v), now, step or 0) for k, v in metrics.items()]
-        self._call("log_metrics", lambda: self._client.log_batch(self.run_id, metrics=batch))
+        fresh = {k: v for k, v in metrics.items() if step is None or step > self._logged.get(k, -1)}
+        if not fresh:
+            return
+        if step is not None:
+            self._logged.update({k: step for k in fresh})
+        batch = [Metric(k, float(v), now, step or 0) for k, v in fresh.items()]
+        self._submit("log_metrics", lambda: self._client.log_batch(self.run_id, metrics=batch), step)
 
     def log_image(self, image: PIL.Image.Image, key: str, step: int) -> None:
+        seen = self._logged_images.setdefault(key, set())
+        if step in seen:  # a resumed run redoing a step it already logged
+            return
+        seen.add(step)
+        image = image.copy()  # the caller may draw into its image again before this is sent
         # key + step: the UI's image panel shows one slider per key over steps.
-        self._call("log_image", lambda: self._client.log_image(self.run_id, image, key=key, step=step))
+        self._submit("log_image", lambda: self._client.log_image(self.run_id, image, key=key, step=step), step)
 
     def log_artifact(self, path: str | os.PathLike[str], artifact_path: str | None = None) -> None:
         local = str(path)
         if Path(local).is_dir():
-            self._call("log_artifacts", lambda: self._client.log_artifacts(self.run_id, local, artifact_path))
+            self._submit(f"log_artifacts {local}", lambda: self._client.log_artifacts(self.run_id, local, artifact_path))
         else:
-            self._call("log_artifact", lambda: self._client.log_artifact(self.run_id, local, artifact_path))
+            self._submit(f"log_artifact {local}", lambda: self._client.log_artifact(self.run_id, local, artifact_path))
 
     def log_generator(self, generator: torch.nn.Module, z_dim: int, text_dim: int, name: str = "generator") -> None:
         """Log ``generator(z, text)`` as an MLflow PyTorch model (``runs:/<id>/generator``).
 
         Saved as pt2 (torch.export): loads with ``mlflow.pytorch.load_model`` without the t2i
         code and without unpickling. The example has batch 2 so the batch dimension stays dynamic.
-        Export errors (a bug in the model) raise; a gone server only warns.
+        Export errors (a bug in the model) raise; a gone server only warns. Synchronous: queued
+        calls are sent first (bounded wait), so the model is logged after the metrics.
         """
         import copy
 
@@ -264,17 +318,37 @@ class Run:
             )
             self._client.set_tag(self.run_id, "t2i.generator_uri", f"runs:/{self.run_id}/{name}")
 
+        self.flush()
         self._call("log_generator", log)
 
     def set_tags(self, tags: Mapping[str, Any]) -> None:
         from mlflow.entities import RunTag
 
         batch = [RunTag(k, str(v)) for k, v in tags.items()]
-        self._call("set_tags", lambda: self._client.log_batch(self.run_id, tags=batch))
+        self._submit("set_tags", lambda: self._client.log_batch(self.run_id, tags=batch))
+
+    def close(self, timeout: float | None = None) -> str:
+        """Send what is queued (bounded wait), stop the sender; return what is missing, in words."""
+        if self._sender is None:
+            return ""
+        from t2i.tracking_queue import summarize
+
+        missed = self._sender.close(_flush_seconds() if timeout is None else timeout)
+        self._sender = None
+        return summarize(missed)
 
     def end(self, status: str = "FINISHED") -> None:
-        """Mark the run FINISHED / FAILED / KILLED (tries once more even during an outage)."""
-        self._down_since = None
+        """Send queued calls (at most ``T2I_MLFLOW_FLUSH_S`` s), then mark the run FINISHED /
+        FAILED / KILLED. What could not be logged is printed and, if the server answers, tagged."""
+        down = self._sender is not None and self._sender.down
+        self.missing = self.close()
+        if self.missing:
+            print(f"MLflow run {self.run_id} at {self.tracking_uri} is missing: {self.missing}. "
+                  "The local record (plots/train/losses.csv, models/, checkpoints/) is complete.", file=sys.stderr)
+            if not down:  # one bounded wait on a gone server is enough: the status below
+                self._down_since = None
+                self._call("set_tag", lambda: self._client.set_tag(self.run_id, MISSING_TAG, self.missing[:4900]))
+        self._down_since = None  # the status is tried once more even during an outage
         self._call("end", lambda: self._client.set_terminated(self.run_id, status=status))
 
     def to_json(self) -> dict[str, str]:
@@ -287,11 +361,75 @@ class Run:
         self.end("FINISHED" if exc_type is None else ("KILLED" if exc_type is KeyboardInterrupt else "FAILED"))
 
 
+def _flush_seconds() -> float:
+    try:
+        return max(0.0, float(os.environ.get(FLUSH_ENV, _FLUSH_DEFAULT_S)))
+    except ValueError:
+        return _FLUSH_DEFAULT_S
+
+
+def default_run_name() -> str:
+    """The DVC experiment name under ``dvc exp run``, else ``<UTC date>-<time>-<short commit>``:
+    distinct per run and sortable, unlike MLflow's random names (which a seeded RNG repeats)."""
+    if name := os.environ.get("DVC_EXP_NAME", "").strip():
+        return name
+    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d-%H%M%S")
+    commit = _git("rev-parse", "--short", "HEAD")
+    return f"{stamp}-{commit}" if commit else stamp
+
+
+def _proc_start(pid: int) -> str:
+    """The kernel's start time of ``pid`` (Linux), so a reused pid is not taken for the writer."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return ""
+    return stat.rsplit(")", 1)[-1].split()[19]  # field 22: starttime, after the (comm) field
+
+
+def _owner_tags() -> dict[str, str]:
+    pid = os.getpid()
+    return {"host": socket.gethostname(), "t2i.pid": str(pid), "t2i.pid_start": _proc_start(pid)}
+
+
+def _owner_alive(tags: Mapping[str, str]) -> bool:
+    from t2i.atomic import pid_alive
+
+    pid = int(tags.get("t2i.pid", "0") or 0)
+    if not pid_alive(pid):
+        return False
+    started = tags.get("t2i.pid_start", "")
+    return not started or _proc_start(pid) in ("", started)
+
+
+def close_dead_runs(client: Any, experiment_id: str) -> list[str]:
+    """Mark KILLED the RUNNING runs of ``experiment_id`` whose process, on this host, is gone.
+
+    Runs of other hosts, and runs without a ``t2i.pid`` tag, are left alone (nothing to check).
+    Returns the run ids it closed. Errors are the caller's (it has just reached the store).
+    """
+    host = socket.gethostname().replace("'", "")
+    runs = client.search_runs([experiment_id], filter_string=f"attributes.status = 'RUNNING' and tags.host = '{host}'",
+                              max_results=200)
+    closed = []
+    for run in runs:
+        tags = run.data.tags
+        if "t2i.pid" not in tags or _owner_alive(tags):
+            continue
+        reason = f"process {tags['t2i.pid']} on {host} ended without closing the run (killed or crashed)"
+        client.set_tag(run.info.run_id, "t2i.end_reason", reason)
+        client.set_terminated(run.info.run_id, status="KILLED")
+        print(f"MLflow: marked run {run.info.run_id} ({run.info.run_name}) KILLED: {reason}", file=sys.stderr)
+        closed.append(run.info.run_id)
+    return closed
+
+
 def start_run(experiment: str, run_name: str | None, params: Mapping[str, Any], tags: Mapping[str, Any]) -> Run:
     """New run in ``experiment`` (created if needed) with flattened params and tags.
 
     Raises ``TrackingError`` at once if the store cannot be reached: nothing is logged yet.
-    ``default_tags()`` is merged in; explicit ``tags`` win.
+    ``default_tags()`` is merged in; explicit ``tags`` win. ``run_name`` None: ``default_run_name()``.
+    Runs of this experiment left RUNNING by a dead process on this host are marked KILLED first.
     """
     _, client_cls = _mlflow_modules()
     uri = tracking_uri()
@@ -300,8 +438,9 @@ def start_run(experiment: str, run_name: str | None, params: Mapping[str, Any], 
     try:
         exp = client.get_experiment_by_name(experiment)
         experiment_id = exp.experiment_id if exp else client.create_experiment(experiment)
-        all_tags = {**default_tags(), **{k: str(v) for k, v in tags.items()}}
-        info = client.create_run(experiment_id, run_name=run_name, tags=all_tags).info
+        close_dead_runs(client, experiment_id)
+        all_tags = {**default_tags(), **{k: str(v) for k, v in tags.items()}, **_owner_tags()}
+        info = client.create_run(experiment_id, run_name=run_name or default_run_name(), tags=all_tags).info
     except _errors() as exc:
         raise TrackingError(f"could not create an MLflow run in {uri!r} (experiment {experiment!r}): {exc}") from exc
     run = Run(info.run_id, experiment_id, uri)
@@ -309,17 +448,44 @@ def start_run(experiment: str, run_name: str | None, params: Mapping[str, Any], 
     return run
 
 
-def resume_run(info: Mapping[str, str]) -> Run:
-    """Reopen a run from ``Run.to_json()`` (e.g. models/mlflow_run.json) and mark it RUNNING."""
+def _logged_so_far(client: Any, run_id: str) -> tuple[dict[str, int], dict[str, set[int]]]:
+    """Last logged step per metric key, and logged image steps per key, of ``run_id``."""
+    data = client.get_run(run_id).data
+    steps = {k: max((m.step for m in client.get_metric_history(run_id, k)), default=-1) for k in data.metrics}
+    images: dict[str, set[int]] = {}
+    for f in client.list_artifacts(run_id, "images"):
+        parts = Path(f.path).name.split("+")  # <key>+step+<step>+timestamp+<ms>+<uuid>[+compressed].<ext>
+        if len(parts) >= 3 and parts[1] == "step" and parts[2].isdigit():
+            images.setdefault(parts[0].replace("~", "/"), set()).add(int(parts[2]))
+    return steps, images
+
+
+def resume_run(info: Mapping[str, str], skip_logged_steps: bool | None = None) -> Run:
+    """Reopen a run from ``Run.to_json()`` (e.g. models/mlflow_run.json) and mark it RUNNING.
+
+    If its previous process died, the run is first marked KILLED (the reason stays in
+    ``t2i.end_reason``). ``skip_logged_steps``: metrics/images at steps the run already holds
+    are not logged again (see ``Run.log_metrics``) -- a resumed training redoes the steps after
+    its checkpoint. None (default): skip when the run had not finished, i.e. it was interrupted;
+    a FINISHED run reopened by evaluate logs everything, so a re-evaluation updates its values.
+    """
     _, client_cls = _mlflow_modules()
     uri = info.get("tracking_uri") or tracking_uri()
     client = client_cls(uri)
     _check_reachable(uri, client)
+    run_id = info["run_id"]
     try:
-        client.update_run(info["run_id"], status="RUNNING")
+        experiment_id = str(info.get("experiment_id") or client.get_run(run_id).info.experiment_id)
+        close_dead_runs(client, experiment_id)
+        if skip_logged_steps is None:
+            skip_logged_steps = client.get_run(run_id).info.status != "FINISHED"
+        logged, images = _logged_so_far(client, run_id) if skip_logged_steps else ({}, {})
+        client.update_run(run_id, status="RUNNING")
+        for key, value in _owner_tags().items():
+            client.set_tag(run_id, key, value)
     except _errors() as exc:
-        raise TrackingError(f"cannot reopen MLflow run {info['run_id']} in {uri!r}: {exc}") from exc
-    return Run(info["run_id"], str(info.get("experiment_id", "")), uri)
+        raise TrackingError(f"cannot reopen MLflow run {run_id} in {uri!r}: {exc}") from exc
+    return Run(run_id, experiment_id, uri, logged=logged, logged_images=images)
 
 
 def load_logged_generator(uri: str) -> torch.nn.Module:
@@ -375,7 +541,9 @@ def log_sweep(
     parent = Run(info.run_id, first["experiment_id"], uri)
     parent.log_params(params)
     for child in children:  # runs created by the train stage, adopted after the fact
-        Run(child["run_id"], child["experiment_id"], uri).set_tags({"mlflow.parentRunId": info.run_id})
+        adopted = Run(child["run_id"], child["experiment_id"], uri)
+        adopted.set_tags({"mlflow.parentRunId": info.run_id})
+        adopted.close()
     columns = sorted({k for r in rows for k in r})
     table = {c: [r.get(c) for r in rows] for c in columns}
     parent._call("log_table", lambda: client.log_table(info.run_id, data=table, artifact_file="sweep.json"))

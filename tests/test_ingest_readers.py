@@ -225,3 +225,24 @@ def test_registry_knows_every_dataset_name() -> None:
     assert {n: callable(get_reader(n)) for n in names} == dict.fromkeys(names, True)
     with pytest.raises(IngestError, match="unknown dataset"):
         get_reader("imagenet")
+
+
+def test_folder_reads_only_inside_its_root_and_lists_uncaptioned(tmp_path: Path) -> None:
+    root, secret = tmp_path / "data", tmp_path / "elsewhere"
+    for i in range(3):
+        jpeg(root / "pics" / f"{i}.png", (60 * i, 50, 50))
+    jpeg(root / "pics" / "spare.png")  # named by no row
+    jpeg(secret / "secret.png", (1, 2, 3))
+    (root / "pics" / "link_out.png").symlink_to(secret / "secret.png")
+    (root / "pics" / "link_in.png").symlink_to(root / "pics" / "0.png")  # inside: allowed
+    rows = ["image,caption", "pics/0.png,zero", "pics/1.png,one", "pics/2.png,two", "pics/link_in.png,zero again",
+            "../elsewhere/secret.png,escape", f"{secret / 'secret.png'},absolute", "pics/link_out.png,via symlink"]
+    (root / "captions.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    ds = folder.read(params(root, "folder", max_bad_fraction=0.5))
+    reasons = skipped(ds)
+    for rel in ("../elsewhere/secret.png", str(secret / "secret.png"), "pics/link_out.png"):
+        assert reasons[rel].startswith("outside ingest.root"), (rel, reasons)
+    assert reasons["pics/spare.png"] == "no caption row in captions.csv"
+    assert set(ds.table["caption"]) == {"zero", "one", "two", "zero again"}
+    # No pixel of the outside file reached the images: its colour (1, 2, 3) is nowhere.
+    assert not (np.abs(ds.images.astype(int) - [1, 2, 3]).sum(-1) < 6).any()

@@ -154,7 +154,9 @@ def test_server_gone_mid_run_warns_once_and_continues(
     run = tracking.start_run("t2i-test", "server", {"a": 1}, {})
     run.log_metrics({"loss": 1.0}, step=0)
     run.log_image(Image.new("RGB", (4, 4)), key="samples", step=0)
+    assert run.flush(30)
     assert [m.step for m in MlflowClient(uri).get_metric_history(run.run_id, "loss")] == [0]
+    monkeypatch.setenv(tracking.FLUSH_ENV, "2")  # end() waits this long for the queued calls
 
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()

@@ -6,6 +6,11 @@
 
 An image may have several rows (several captions). Without a ``split`` column, images are split
 into train/test by ``ingest.test_fraction`` with ``ingest.seed``.
+
+Only files inside the root are read: a row naming ``../x.png``, an absolute path, or a symlink
+that resolves outside the root is skipped and listed in the manifest with the reason (a captions
+file from elsewhere must not pull arbitrary files into the training set). Images under the root
+that no row names are listed in the manifest too ("no caption row"), without failing the stage.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +29,7 @@ from t2i.data.readers import Dataset, IngestError
 from t2i.data.textio import Skip, clean_caption, skip
 
 IMAGE_KEYS = ("image", "image_path", "file", "path", "filename")
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 CAPTION_KEYS = ("caption", "text")
 
 
@@ -48,6 +55,25 @@ def _key(row: dict[str, str], keys: tuple[str, ...], path: Path) -> str:
     raise IngestError(f"{path}: needs a column named one of {keys}; has {sorted(row)}")
 
 
+def _inside(root_real: Path, rel: str) -> Path | None:
+    """The real path of ``root/rel`` if it lies inside the root (symlinks resolved), else None."""
+    real = (root_real / rel).resolve()  # an absolute ``rel`` replaces the root: caught below
+    return real if real.is_relative_to(root_real) else None
+
+
+def _uncaptioned(root_real: Path, named: set[Path], named_rel: set[str], captions_file: str) -> list[Skip]:
+    """Images under the root (not following directory symlinks) that no caption row names."""
+    found: list[Skip] = []
+    for folder, dirs, files in os.walk(root_real):
+        dirs.sort()
+        for name in sorted(files):
+            path = Path(folder) / name
+            rel = path.relative_to(root_real).as_posix()
+            if path.suffix.lower() in IMAGE_SUFFIXES and rel not in named_rel and path.resolve() not in named:
+                found.append(skip(rel, f"no caption row in {captions_file}"))
+    return found
+
+
 def read(params: IngestParams) -> Dataset:
     root = require(params.dataset_root(), "the dataset folder", "set ingest.root")
     hint = "set ingest.captions_file to a CSV (image,caption) or JSONL file inside ingest.root"
@@ -56,12 +82,18 @@ def read(params: IngestParams) -> Dataset:
     if not rows:
         raise IngestError(f"{path} has no caption rows")
     image_key, caption_key = _key(rows[0], IMAGE_KEYS, path), _key(rows[0], CAPTION_KEYS, path)
+    root_real = root.resolve()
     items: dict[str, Item] = {}
+    outside: dict[str, Skip] = {}
     for number, row in enumerate(rows, start=2 if path.suffix.lower() == ".csv" else 1):
         rel = str(row.get(image_key) or "").strip()
         if not rel:
             raise IngestError(f"{path}: row {number} names no image")
-        item = items.setdefault(rel, Item(path=root / rel, name=rel, captions=[],
+        real = _inside(root_real, rel)
+        if real is None:
+            outside.setdefault(rel, skip(rel, f"outside ingest.root (resolves to {(root_real / rel).resolve()}); not read"))
+            continue
+        item = items.setdefault(rel, Item(path=real, name=rel, captions=[],
                                           split=str(row.get("split") or ""), cls=str(row.get("class") or "")))
         item.captions_considered += 1
         caption, bad = clean_caption(row.get(caption_key), f"{params.captions_file}:{number}")
@@ -80,4 +112,8 @@ def read(params: IngestParams) -> Dataset:
     test[np.random.default_rng([params.seed, 3]).permutation(len(present))[:n_test]] = True
     for item, is_test in zip(present, test):
         item.split = item.split or ("test" if is_test else "train")
-    return assemble(present, params, root, extra_skips=missing)
+    ds = assemble(present, params, root, extra_skips=list(outside.values()) + missing)
+    # Listed, not counted as bad: a folder may well hold images the captions file leaves out.
+    named_rel = {os.path.normpath(r).replace(os.sep, "/") for r in [*items, *outside]}
+    ds.manifest["skipped"] += _uncaptioned(root_real, {it.path for it in items.values()}, named_rel, params.captions_file)
+    return ds

@@ -1,4 +1,4 @@
-"""Resumable checkpoints: one safetensors file, written atomically, loaded without unpickling.
+"""Resumable checkpoints: safetensors files, written atomically, loaded without unpickling.
 
 checkpoints/last.safetensors holds every tensor (G, D, EMA, both Adam states) and, in its
 string metadata, a JSON header: step, sampler position, optimiser hyper-parameters, the
@@ -9,6 +9,11 @@ The fingerprint covers what changes the training trajectory -- train params that
 model or the optimisation, the data and embedding files, the process count, the networks'
 tensor names and shapes -- and leaves out
 `steps` and logging cadences, so `dvc exp run -S train.steps=6000` continues a finished run.
+
+The last two good checkpoints are kept: before a new one replaces last.safetensors, the current
+one (if its framing is intact) becomes prev.safetensors (a hard link, so no moment is without a
+checkpoint). Each file carries a sha256 of its tensors; a damaged newest file (truncated, bit
+rot, foreign) makes `load_checkpoint` fall back to the older one and say so.
 """
 
 from __future__ import annotations
@@ -16,19 +21,26 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
+import re
+import shutil
+import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import safe_open
 from safetensors.torch import save_file
 
+from t2i.atomic import atomic_path, sweep_leftovers
+from t2i.safe_load import DamagedFileError, load_safetensors_checked, metadata
 from t2i.train.step import GANState
 
 FILE = "last.safetensors"
+PREV = "prev.safetensors"  # the checkpoint before last: the fallback when last is damaged
 FORMAT = 1
+# Temp names of the writer before temp names carried a pid (mkstemp's 8 random characters).
+_LEGACY_TMP = re.compile(r"^\.last\.safetensors\.[0-9a-z_]{8}$")
 # Params that do not change what a step computes (or only its speed/cadence).
 NOT_FINGERPRINTED = {
     "steps", "checkpoint_every", "sample_every", "log_every", "threads", "device",
@@ -54,6 +66,18 @@ class Checkpoint:
     step: int
     meta: dict[str, Any]
     tensors: dict[str, torch.Tensor]
+    path: Path | None = None  # the file it was read from (last or prev)
+
+
+def tensors_digest(tensors: dict[str, torch.Tensor]) -> str:
+    """sha256 over every tensor's name, dtype, shape and bytes: detects bit rot that keeps the
+    file's framing intact."""
+    h = hashlib.sha256()
+    for name in sorted(tensors):
+        t = tensors[name].detach().cpu().contiguous()
+        h.update(f"{name}|{t.dtype}|{list(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
 
 
 def _module_tensors(prefix: str, module: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -87,27 +111,98 @@ def save_checkpoint(directory: str | Path, state: GANState, step: int, meta: dic
         tensors.update(t)
         optim_meta[prefix] = m
     header = {**meta, "format": FORMAT, "step": step, "optim": optim_meta}
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{FILE}.")
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata={"t2i": json.dumps(header)})
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, directory / FILE)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    _remove_leftovers(directory)
+    with atomic_path(directory / FILE) as tmp:
+        save_file(tensors, tmp, metadata={"t2i": json.dumps(header), "t2i.sha256": tensors_digest(tensors)})
+        _keep_previous(directory)
+    _written[(directory / FILE).resolve()] = _stamp(directory / FILE)
     return directory / FILE
 
 
-def load_checkpoint(directory: str | Path) -> Checkpoint | None:
-    path = Path(directory) / FILE
-    if not path.is_file():
-        return None
-    with safe_open(str(path), framework="pt", device="cpu") as f:
-        header = json.loads((f.metadata() or {})["t2i"])
-        tensors = {k: f.get_tensor(k) for k in f.keys()}
-    return Checkpoint(step=int(header["step"]), meta=header, tensors=tensors)
+def _remove_leftovers(directory: Path) -> None:
+    """Temp files of killed writers: pid-named ones whose pid is dead, and the old pid-less
+    names (only a trainer writes here, and the run lock lets one at a time)."""
+    for name in (FILE, PREV):
+        sweep_leftovers(directory / name)
+    for entry in directory.iterdir():
+        if _LEGACY_TMP.match(entry.name):
+            entry.unlink(missing_ok=True)
+            print(f"removed leftover checkpoint temp file {entry}", file=sys.stderr)
+
+
+# (inode, mtime, size) of the checkpoints this process wrote: those need no re-check.
+_written: dict[Path, tuple[int, int, int]] = {}
+
+
+def _stamp(path: Path) -> tuple[int, int, int]:
+    st = path.stat()
+    return st.st_ino, st.st_mtime_ns, st.st_size
+
+
+def _keep_previous(directory: Path) -> None:
+    """last -> prev, unless last is damaged (a damaged file never replaces a good prev)."""
+    last = directory / FILE
+    if not last.is_file():
+        return
+    if _written.get(last.resolve()) != _stamp(last):  # not ours as written: verify it fully
+        try:
+            _read(last)
+        except DamagedFileError:
+            return
+    with atomic_path(directory / PREV) as tmp:
+        try:
+            os.link(last, tmp)  # no copy: the bytes are already on disk
+        except OSError:
+            shutil.copyfile(last, tmp)
+
+
+def _read(path: Path) -> Checkpoint:
+    tensors = load_safetensors_checked(path)
+    meta = metadata(path)
+    if "t2i" not in meta:
+        raise DamagedFileError(path, "no t2i checkpoint header: a safetensors file from elsewhere")
+    try:
+        header = json.loads(meta["t2i"])
+        step = int(header["step"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise DamagedFileError(path, f"t2i checkpoint header is unreadable ({exc!r})") from None
+    digest = meta.get("t2i.sha256")
+    if digest is not None and digest != tensors_digest(tensors):
+        raise DamagedFileError(path, "tensor data does not match its sha256: the file is corrupted")
+    return Checkpoint(step=step, meta=header, tensors=tensors, path=path)
+
+
+def _stderr(message: str) -> None:
+    print(message, file=sys.stderr)
+
+
+def load_checkpoint(directory: str | Path, say: Callable[[str], None] = _stderr) -> Checkpoint | None:
+    """The newest usable checkpoint in ``directory``: last, else prev (saying why), else None.
+
+    None when there is no checkpoint, or when every one is damaged (said, with each file and
+    reason: training then starts from step 0 instead of being blocked by a broken file).
+    """
+    directory = Path(directory)
+    problems: list[str] = []
+    for path in (directory / FILE, directory / PREV):
+        if not path.is_file():
+            if path.name == FILE and (directory / PREV).is_file():
+                problems.append(f"{path} is missing")
+            continue
+        try:
+            ckpt = _read(path)
+        except DamagedFileError as exc:
+            problems.append(str(exc))
+            continue
+        if path.name == FILE:
+            _written[path.resolve()] = _stamp(path)  # verified: the next save need not re-read it
+        if problems:
+            say(f"checkpoint: {'; '.join(problems)}; falling back to the older {path} (step {ckpt.step})")
+        return ckpt
+    if problems:
+        say(f"checkpoint: no usable checkpoint in {directory} ({'; '.join(problems)}); "
+            "starting from step 0 (the damaged files are replaced by the next checkpoint)")
+    return None
 
 
 def _sub(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
