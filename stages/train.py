@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import argparse
 import sys
+from contextlib import nullcontext
 from typing import Any
 
 from t2i.config import TrainParams, TrainRuntimeParams, load_section
 from t2i.models.matcher import Matcher
+from t2i.run_lock import RunLockedError, run_lock
 from t2i.train import NonFiniteLossError, Outputs, TrainData, TrainingInterrupted, init_distributed, load_train_data, train
 from t2i.train.distributed import device_type_hint, shutdown
 
@@ -45,13 +47,18 @@ def main(argv: list[str] | None = None) -> int:
     runtime: TrainRuntimeParams = load_section("train_runtime", args.params)
     ctx = init_distributed(device_type_hint(runtime.device))
     try:
-        data = load_train_data("data/prepared", "data/embeddings")
-        opener = None if args.no_tracking else tracker_opener(params, runtime, data)
-        matcher = Matcher.load(MATCHER) if params.loss.matcher_weight > 0 else None
-        result = train(params, data, Outputs(), ctx, opener, matcher=matcher, runtime=runtime)
+        # One trainer per directory: a second would overwrite this one's checkpoints/ and models/.
+        with run_lock(say=print) if ctx.is_main else nullcontext():
+            data = load_train_data("data/prepared", "data/embeddings")
+            opener = None if args.no_tracking else tracker_opener(params, runtime, data)
+            matcher = Matcher.load(MATCHER) if params.loss.matcher_weight > 0 else None
+            result = train(params, data, Outputs(), ctx, opener, matcher=matcher, runtime=runtime)
         if ctx.is_main:
             print(f"train: step {result.step}, {result.images_per_s:.0f} images/s -> models/")
         return 0
+    except RunLockedError as exc:
+        print(f"train: error: {exc}", file=sys.stderr)
+        return 3
     except TrainingInterrupted as exc:
         print(f"train: {exc}", file=sys.stderr)
         return 128 + int(exc.signum)

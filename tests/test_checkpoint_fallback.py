@@ -137,7 +137,7 @@ def test_real_loop_resumes_from_prev_when_last_is_truncated(tmp_path: Path) -> N
     from t2i.train import load_train_data, train
 
     data = load_train_data(tmp_path / "data/prepared", tmp_path / "data/embeddings")
-    params = small_params(steps=6, checkpoint_every=2, matcher_weight=0.0)
+    params = small_params(steps=6, checkpoint_every=2, loss={"matcher_weight": 0.0})
     out = outputs_in(tmp_path)
     train(params, data, out, stop_after=4)  # checkpoints at 2 and 4
     _truncate(out.checkpoints / FILE, 1000)
@@ -161,3 +161,14 @@ def test_load_generator_names_a_damaged_weights_file(tmp_path: Path) -> None:
     with pytest.raises(DamagedFileError, match="generator.safetensors") as info:
         load_generator(tmp_path)
     assert str(weights) in str(info.value)
+
+
+def test_fingerprint_covers_steps_and_code() -> None:
+    """A run of another length is another experiment: it never resumes this one's checkpoint."""
+    from t2i.train import checkpoint
+
+    base = {"steps": 40, "seed": 0, "log_every": 5}
+    fp = checkpoint.fingerprint(base, "data", 1)
+    assert checkpoint.fingerprint({**base, "steps": 50}, "data", 1) != fp
+    assert checkpoint.fingerprint({**base, "log_every": 10}, "data", 1) == fp  # cadence only
+    assert len(checkpoint.code_identity()) == 16

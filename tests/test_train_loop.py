@@ -236,7 +236,7 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path: Path) -> None:
         assert torch.equal(before.tensors[k], after.tensors[k])
 
 
-def test_fewer_steps_than_checkpoint_trains_fresh_and_finished_resume_writes_outs(tmp_path: Path) -> None:
+def test_other_steps_train_fresh_and_finished_resume_writes_outs(tmp_path: Path) -> None:
     data = load_train_data(*make_dataset(tmp_path))
     train(small_params(steps=4), data, outputs_in(tmp_path))
     shorter = train(small_params(steps=2), data, outputs_in(tmp_path))

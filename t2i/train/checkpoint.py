@@ -41,11 +41,22 @@ PREV = "prev.safetensors"  # the checkpoint before last: the fallback when last 
 FORMAT = 1
 # Temp names of the writer before temp names carried a pid (mkstemp's 8 random characters).
 _LEGACY_TMP = re.compile(r"^\.last\.safetensors\.[0-9a-z_]{8}$")
-# Params that do not change what a step computes (or only its speed/cadence).
-NOT_FINGERPRINTED = {
-    "steps", "checkpoint_every", "sample_every", "log_every", "threads", "device",
-    "precision", "channels_last",
-}
+# Params that change only a run's speed or how often it reports, never what it computes.
+# `steps` is fingerprinted: a run of another length is another experiment with its own record.
+NOT_FINGERPRINTED = {"checkpoint_every", "sample_every", "log_every", "precision", "channels_last"}
+# The code whose edit changes what a checkpoint means: a checkpoint is resumed only by this code.
+_CODE_DIRS = ("models", "train")
+
+
+def code_identity() -> str:
+    """Digest of the network and training sources (t2i/models, t2i/train)."""
+    root = Path(__file__).resolve().parents[1]
+    h = hashlib.sha256()
+    for sub in _CODE_DIRS:
+        for path in sorted((root / sub).rglob("*.py")):
+            h.update(path.relative_to(root).as_posix().encode())
+            h.update(path.read_bytes())
+    return h.hexdigest()[:16]
 
 
 def architecture(state: GANState) -> list[list[Any]]:
@@ -56,7 +67,8 @@ def architecture(state: GANState) -> list[list[Any]]:
 
 def fingerprint(train_params: dict[str, Any], data_identity: str, world_size: int, arch: list[list[Any]] | None = None) -> str:
     kept = {k: v for k, v in sorted(train_params.items()) if k not in NOT_FINGERPRINTED}
-    blob = json.dumps({"params": kept, "data": data_identity, "world": world_size, "format": FORMAT, "arch": arch},
+    blob = json.dumps({"params": kept, "data": data_identity, "world": world_size, "format": FORMAT, "arch": arch,
+                       "code": code_identity()},
                       sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 

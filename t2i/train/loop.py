@@ -157,13 +157,8 @@ class _Run:
 
     def resume(self) -> int:
         """Restore the checkpoint of this run's fingerprint, if any: the step to start from."""
-        ckpt = load_checkpoint(self.outputs.checkpoints)
-        steps, where = self.params.steps, self.outputs.checkpoints
-        if ckpt is not None and ckpt.meta.get("fingerprint") == self.fingerprint and ckpt.step > steps:
-            # `steps` is not in the fingerprint (raising it continues a run), but a checkpoint past
-            # the requested length cannot be wound back: train the shorter run from scratch.
-            self.say(f"train: {where} is at step {ckpt.step}, past train.steps={steps}; starting fresh from step 0")
-            return 0
+        ckpt = load_checkpoint(self.outputs.checkpoints, say=self.say)
+        where = self.outputs.checkpoints
         if ckpt is not None and ckpt.meta.get("fingerprint") == self.fingerprint:
             restore(self.state, ckpt)
             self.sampler.load_state(ckpt.meta["sampler"])
@@ -171,7 +166,7 @@ class _Run:
             self.say(f"train: resuming from {where} at step {ckpt.step}")
             return ckpt.step
         if ckpt is not None:
-            self.say(f"train: {where} is from other params or data (fingerprint "
+            self.say(f"train: {where} is from other params, data or code (fingerprint "
                      f"{ckpt.meta.get('fingerprint')} != {self.fingerprint}); starting fresh from step 0")
         return 0
 
