@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from t2i.models import Discriminator, GANConfig, Generator
 from t2i.models.word_attention import WordAttention
-from t2i.models.word_match import masked_softmax, region_word_score, similarity_matrix
+from t2i.models.word_match import indexed_score, masked_softmax, region_word_score, similarity_matrix
 
 DT = 12  # token size in these tests
 
@@ -133,19 +133,26 @@ def test_word_attention_config_is_checked_and_old_configs_load_without_it() -> N
     Generator(cfg).load_state_dict(Generator(small_config()).state_dict())  # strict: the same keys
 
 
-def test_region_word_score_broadcasts_to_a_matrix_and_ignores_padding_and_order() -> None:
+def test_region_word_score_matrix_and_indexed_pairs_agree_and_ignore_padding_and_order() -> None:
     g = torch.Generator().manual_seed(0)
     regions, words = torch.randn(3, 8, 10, generator=g), torch.randn(4, 5, 8, generator=g)
     mask = torch.tensor([[1, 1, 1, 0, 0], [1] * 5, [0] * 5, [1, 0, 0, 0, 0]], dtype=torch.bool)
     mat = similarity_matrix(regions, words, mask)  # (3, 4)
-    loop = torch.stack([region_word_score(regions[i : i + 1].expand(4, -1, -1), words, mask) for i in range(3)])
-    assert mat.shape == (3, 4) and torch.allclose(mat, loop, atol=1e-6)
+    one_by_one = torch.tensor([[float(region_word_score(regions[i : i + 1], words[None, j : j + 1], mask[None, j : j + 1]))
+                                for j in range(4)] for i in range(3)])
+    assert mat.shape == (3, 4) and torch.allclose(mat, one_by_one, atol=1e-5)
     assert bool((mat.abs() <= 1.0 + 1e-6).all()) and torch.equal(mat[:, 2], torch.zeros(3))
+    # Caption n against image index[n], packed in chunks of 2 per image (image 1: 5 captions, 3 chunks).
+    index = torch.tensor([1, 0, 1, 2, 1, 1, 0, 1])
+    cap = torch.tensor([0, 1, 2, 3, 3, 1, 0, 2])
+    for group in (1, 2, 16):
+        got = indexed_score(regions, words[cap], mask[cap], index, group=group)
+        assert torch.allclose(got, mat[index, cap], atol=1e-5), group
     padded = words.clone()
     padded[0, 3:] = 50.0
     assert torch.equal(similarity_matrix(regions, padded, mask), mat)
     perm = torch.tensor([2, 0, 4, 1, 3])
-    assert torch.allclose(similarity_matrix(regions, words[:, perm], mask[:, perm]), mat, atol=1e-6)
+    assert torch.allclose(similarity_matrix(regions, words[:, perm], mask[:, perm]), mat, atol=1e-5)
 
 
 def test_discriminator_word_match_joins_the_logit_and_agrees_across_calls() -> None:

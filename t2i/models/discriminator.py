@@ -24,7 +24,7 @@ from torch.nn.utils.parametrizations import spectral_norm
 from t2i.models.attention import ResidualAttention
 from t2i.models.config import GANConfig
 from t2i.models.word_attention import check_tokens, token_projection
-from t2i.models.word_match import region_word_score
+from t2i.models.word_match import indexed_score, similarity_matrix
 
 
 class DBlock(nn.Module):
@@ -110,12 +110,12 @@ class Discriminator(nn.Module):
         return regions
 
     def word_match(self, regions: torch.Tensor, tokens: torch.Tensor, token_mask: torch.Tensor | None = None,
-                   matrix: bool = False) -> torch.Tensor:
+                   image_index: torch.Tensor | None = None, matrix: bool = False) -> torch.Tensor:
         """DAMSM local score in [-1, 1] (before the head's `gain`), higher = the words find their regions.
-        regions (B, E, L) from `word_regions`, tokens (N, T, token_dim), token_mask (N, T) bool.
-        matrix=False: the i-th caption against the i-th image (N = B) -> (N,); True: every image
-        against every caption -> (B, N), for a contrastive loss."""
-        return self.word_regions_head.score(regions, tokens, token_mask, matrix)
+        regions (M, E, L) from `word_regions`, tokens (N, T, token_dim), token_mask (N, T) bool.
+        matrix=False: caption n against image image_index[n] (None: the n-th, N = M) -> (N,);
+        matrix=True: every image against every caption -> (M, N), for a contrastive loss."""
+        return self.word_regions_head.score(regions, tokens, token_mask, image_index, matrix)
 
     def forward(self, image: torch.Tensor, text: torch.Tensor, image_index: torch.Tensor | None = None,
                 tokens: torch.Tensor | None = None, token_mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -129,9 +129,7 @@ class Discriminator(nn.Module):
         out = self._sentence_score(h, text, image_index)  # (N,)
         if regions is None or tokens is None:
             return out
-        if image_index is not None:
-            regions = regions[image_index]  # (N, E, L)
-        return out + self.word_regions_head.gain * self.word_match(regions, tokens, token_mask)  # (N,) fp32
+        return out + self.word_regions_head.gain * self.word_match(regions, tokens, token_mask, image_index)  # (N,) fp32
 
     def _sentence_score(self, h: torch.Tensor, text: torch.Tensor, image_index: torch.Tensor | None) -> torch.Tensor:
         if self.config.d_conditioning == "projection":
@@ -163,7 +161,7 @@ class Discriminator(nn.Module):
         feat = h.mean(dim=(2, 3))  # (B, C4)
         out = (self.embed(texts.flatten(0, 1)).view(b, k, -1) * feat[:, None]).sum(-1)  # (B, K)
         if regions is not None and flat_tokens is not None:
-            word = self.word_match(regions[index], flat_tokens, flat_mask).view(b, k)
+            word = self.word_match(regions, flat_tokens, flat_mask, index).view(b, k)
             out = out + self.word_regions_head.gain * word
         return out
 
@@ -194,12 +192,13 @@ class WordRegions(nn.Module):
     def regions(self, h: torch.Tensor) -> torch.Tensor:  # (B, C, r, r) -> (B, E=C, L=r*r)
         return self.region_proj(F.leaky_relu(h, 0.2)).flatten(2) + self.position.to(h.dtype)
 
-    def score(self, regions: torch.Tensor, tokens: torch.Tensor, mask: torch.Tensor | None, matrix: bool) -> torch.Tensor:
+    def score(self, regions: torch.Tensor, tokens: torch.Tensor, mask: torch.Tensor | None,
+              image_index: torch.Tensor | None, matrix: bool) -> torch.Tensor:
         mask = check_tokens(tokens, mask, self.token_dim)
         words = self.words(tokens.to(self.words[0].weight.dtype)).to(regions.dtype)  # (N, T, E)
         if matrix:
-            return region_word_score(regions[:, None], words[None], mask[None])  # (B, N)
-        if regions.shape[0] != words.shape[0]:
+            return similarity_matrix(regions, words, mask)  # (M, N)
+        if image_index is None and regions.shape[0] != words.shape[0]:
             raise ValueError(f"word_match: {regions.shape[0]} region maps for {words.shape[0]} captions "
-                             "(gather the regions by image index first, or pass matrix=True)")
-        return region_word_score(regions, words, mask)  # (N,)
+                             "(pass image_index, or matrix=True)")
+        return indexed_score(regions, words, mask, image_index)  # (N,)

@@ -35,30 +35,31 @@ def masked_softmax(logits: torch.Tensor, mask: torch.Tensor, dim: int) -> torch.
 
 def region_word_attention(regions: torch.Tensor, words: torch.Tensor, mask: torch.Tensor,
                           gamma1: float = GAMMA1) -> tuple[torch.Tensor, torch.Tensor]:
-    """Each word's region context (DAMSM Eqs. 8-9).
+    """Each word's region context (DAMSM Eqs. 8-9), K captions per image.
 
-    regions (..., E, L), words (..., T, E), mask (..., T) bool, leading dims broadcast
-    -> context (..., T, E), attention over regions (..., T, L) (rows of padded words are uniform)."""
-    e = words.shape[-1]
-    sim = torch.matmul(words, regions).float() / math.sqrt(e)  # (..., T, L)
-    over_words = masked_softmax(sim, mask[..., :, None], dim=-2)  # (..., T, L), Eq. 8
-    over_regions = torch.softmax(gamma1 * over_words, dim=-1)  # (..., T, L), Eq. 9
-    context = torch.matmul(over_regions.to(regions.dtype), regions.transpose(-1, -2))  # (..., T, E)
-    return context, over_regions
+    regions (M, E, L), words (M, K, T, E), mask (M, K, T) bool
+    -> context (M, K, T, E), attention over regions (M, K, T, L) (rows of padded words are uniform).
+    The K captions of an image share one (E, L) map: one bmm over K*T words, no copy per caption."""
+    m, k, t, e = words.shape
+    sim = torch.bmm(words.reshape(m, k * t, e), regions).float() / math.sqrt(e)  # (M, K*T, L)
+    sim = sim.view(m, k, t, -1)
+    over_words = masked_softmax(sim, mask[..., None], dim=2)  # (M, K, T, L), Eq. 8
+    over_regions = torch.softmax(gamma1 * over_words, dim=-1)  # (M, K, T, L), Eq. 9
+    flat = over_regions.view(m, k * t, -1).to(regions.dtype)
+    context = torch.bmm(flat, regions.transpose(1, 2))  # (M, K*T, E)
+    return context.view(m, k, t, e), over_regions
 
 
 def region_word_score(regions: torch.Tensor, words: torch.Tensor, mask: torch.Tensor,
                       gamma1: float = GAMMA1, gamma2: float = GAMMA2) -> torch.Tensor:
-    """DAMSM local score of each (image, caption) pair, in [-1, 1]: higher = the words find their regions.
+    """DAMSM local score of K captions against each image, in [-1, 1]: higher = the words find their regions.
 
-    regions (..., E, L) image-region embeddings, words (..., T, E) word embeddings (same space),
-    mask (..., T) bool (True = real token); leading dims broadcast, so aligned pairs
-    ((N, E, L) with (N, T, E)) give (N,), and (B, 1, E, L) with (1, B', T, E) a (B, B') matrix.
-    A caption with no real token scores 0."""
-    context, _ = region_word_attention(regions, words, mask, gamma1)  # (..., T, E)
-    cos = F.cosine_similarity(words.float(), context.float(), dim=-1, eps=1e-6)  # (..., T)
+    regions (M, E, L) image-region embeddings, words (M, K, T, E) word embeddings (same space),
+    mask (M, K, T) bool (True = real token) -> (M, K). A caption with no real token scores 0."""
+    context, _ = region_word_attention(regions, words, mask, gamma1)  # (M, K, T, E)
+    cos = F.cosine_similarity(words.float(), context.float(), dim=-1, eps=1e-6)  # (M, K, T)
     filled = (gamma2 * cos).masked_fill(~mask, torch.finfo(torch.float32).min)
-    count = mask.sum(-1)  # (...,)
+    count = mask.sum(-1)  # (M, K)
     lme = (torch.logsumexp(filled, dim=-1) - count.clamp(min=1).float().log()) / gamma2
     return torch.where(count > 0, lme, torch.zeros_like(lme))
 
@@ -67,4 +68,34 @@ def similarity_matrix(regions: torch.Tensor, words: torch.Tensor, mask: torch.Te
                       gamma1: float = GAMMA1, gamma2: float = GAMMA2) -> torch.Tensor:
     """Every image against every caption: regions (B, E, L), words (B', T, E), mask (B', T)
     -> (B, B') local scores, for a contrastive loss (row i: image i against all captions)."""
-    return region_word_score(regions[:, None], words[None], mask[None], gamma1, gamma2)
+    b = regions.shape[0]
+    return region_word_score(regions, words.expand(b, *words.shape), mask.expand(b, *mask.shape), gamma1, gamma2)
+
+
+def indexed_score(regions: torch.Tensor, words: torch.Tensor, mask: torch.Tensor, index: torch.Tensor | None,
+                  group: int = 16) -> torch.Tensor:
+    """Caption n against image index[n]: regions (M, E, L), words (N, T, E), mask (N, T), index (N,)
+    (None: the n-th image, N = M) -> (N,).
+
+    The loss scores one real image against ~160 captions (true, mismatched, candidates) and a
+    fake against one. Gathering an (E, L) map per caption copies E*L floats per caption forward
+    and scatter-adds them back in the backward pass: it made a training step ~4x slower
+    (benchmarks/word_attention_cost.py). Instead an image's captions are packed into chunks of
+    `group`, and each chunk shares its image's map (at most group - 1 padded slots per image)."""
+    if index is None:
+        return region_word_score(regions, words[:, None], mask[:, None])[:, 0]
+    n, m = index.shape[0], regions.shape[0]
+    counts = torch.bincount(index, minlength=m)  # (M,)
+    order = torch.argsort(index, stable=True)
+    rank = torch.arange(n, device=index.device) - (torch.cumsum(counts, 0) - counts)[index[order]]  # place among its image's captions
+    chunks = (counts + group - 1) // group  # (M,)
+    first_chunk = torch.cumsum(chunks, 0) - chunks
+    slot = torch.empty_like(index)
+    slot[order] = (first_chunk[index[order]] + rank // group) * group + rank % group  # (N,) in [0, C*group)
+    chunk_image = torch.repeat_interleave(torch.arange(m, device=index.device), chunks)  # (C,)
+    c = chunk_image.shape[0]
+    packed = words.new_zeros(c * group, *words.shape[1:]).index_copy(0, slot, words)  # (C*G, T, E)
+    packed_mask = mask.new_zeros(c * group, mask.shape[1]).index_copy(0, slot, mask)  # (C*G, T)
+    scores = region_word_score(regions[chunk_image], packed.view(c, group, *words.shape[1:]),
+                               packed_mask.view(c, group, -1))  # (C, G)
+    return scores.flatten()[slot]
