@@ -5,7 +5,9 @@
 Images/s of forward + backward through G and D (a hinge D step on real and fake images, then a G
 step through D), at params.yaml's architecture (32 px), for the sentence-only network (baseline)
 and the same network with word attention at `--word-attention` and D's word match, in one process
-with the same threads, rounds interleaved so load on a shared machine hits both alike.
+with the same threads, rounds interleaved so load on a shared machine hits both alike. Timed in
+this process's CPU time (one thread by default): images per CPU-second, which other processes on
+a shared machine do not distort as they do wall time; `wall` gives the wall-clock figures too.
 
 `--rows`: captions D scores per image. 3 = real/true, real/mismatched, fake/its caption; the
 default training config scores ~163 (hard-negative pool and 32+5 contrastive candidates for each of
@@ -76,10 +78,11 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--rows", default="3,163", help="captions D scores per image, comma-separated")
     ap.add_argument("--word-attention", default="8,16", help="G resolutions with word attention")
-    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--wall", action="store_true", help="time in wall-clock seconds instead of CPU seconds")
     args = ap.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    torch.set_num_threads(args.threads)
+    clock = time.perf_counter if args.wall else time.process_time
     torch.set_flush_denormal(True)  # denormals slow small conv nets on x86 2-10x (NOTES.md)
     torch.manual_seed(0)
     base = base_config()
@@ -92,17 +95,18 @@ def main() -> None:
     batch = make_batch(args.batch_size, args.tokens, worded)
     result: dict[str, object] = {"batch_size": args.batch_size, "tokens": args.tokens, "resolution": base.resolution,
                                  "word_attention": list(worded.word_attention), "threads": torch.get_num_threads(),
-                                 "machine": platform.processor() or platform.machine(), "precision": "fp32"}
+                                 "machine": platform.processor() or platform.machine(), "precision": "fp32",
+                                 "clock": "wall" if args.wall else "process CPU time"}
     for rows in (int(r) for r in args.rows.split(",")):
         times: dict[str, list[float]] = {"baseline": [], "word": []}
         for name, (g, d, opt) in nets.items():  # warm-up
             iteration(g, d, opt, batch, rows, name == "word")
         for _ in range(args.rounds):
             for name, (g, d, opt) in nets.items():
-                start = time.perf_counter()
+                start = clock()
                 for _ in range(args.steps):
                     iteration(g, d, opt, batch, rows, name == "word")
-                times[name].append(args.steps * args.batch_size / (time.perf_counter() - start))
+                times[name].append(args.steps * args.batch_size / (clock() - start))
         base_ips, word_ips = statistics.median(times["baseline"]), statistics.median(times["word"])
         result[f"rows_{rows}"] = {"baseline_img_s": round(base_ips, 1), "word_img_s": round(word_ips, 1),
                                   "word_over_baseline": round(word_ips / base_ips, 3),

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from t2i.models import Discriminator, GANConfig, Generator, ResidualAttention, load_generator, save_generator
+from t2i.models.discriminator import WORD_MATCH_DIM
 
 
 @pytest.mark.parametrize("res", [4, 8, 16, 32])
@@ -117,7 +118,7 @@ def test_word_attention_and_word_match_shapes(res: int, dcond: str) -> None:
     out.sum().backward()  # one graph through D's word match into G's word attention
     assert g.word_attn["8"].gate.grad is not None
     regions = d.word_regions(img.detach())
-    assert regions.shape == (3, cfg.d_channels(8), 64)
+    assert regions.shape == (3, min(cfg.d_channels(8), WORD_MATCH_DIM), 64)
     assert d.word_match(regions, tokens, mask, matrix=True).shape == (3, 3)
 
 

@@ -166,6 +166,12 @@ class Discriminator(nn.Module):
         return out
 
 
+# Width of the word-region embedding space. The loss scores ~10^4 captions per step against 64
+# regions each, and that cost is linear in it: 32 halved the word score's CPU time against 64
+# (benchmarks/word_attention_cost.py); a few colours and parts need no wider space.
+WORD_MATCH_DIM = 32
+
+
 class WordRegions(nn.Module):
     """D's word-region matcher: region embeddings of one feature map, word embeddings of the
     tokens, their DAMSM local score, and the gain that puts it on the logit's scale."""
@@ -177,24 +183,27 @@ class WordRegions(nn.Module):
             raise ValueError(f"word_match_resolution={res} is not among the discriminator's feature maps "
                              f"{resolutions} at resolution={config.resolution}")
         self.resolution, self.token_dim = res, config.token_dim
-        c = config.d_channels(res)
-        self.region_proj = spectral_norm(nn.Conv2d(c, c, 1))
+        c, e = config.d_channels(res), min(config.d_channels(res), WORD_MATCH_DIM)
+        self.region_proj = spectral_norm(nn.Conv2d(c, e, 1))
         # Where each region is: two parts of one colour differ in place more than in texture at 8x8
         # (zero-init: learned from the matching loss). Only the image side gets it: a position on
         # the word side would hand word order to the order-blind `bow` encoder.
-        self.position = nn.Parameter(torch.zeros(1, c, res * res))
-        self.words = token_projection(config.token_dim, c)
+        self.position = nn.Parameter(torch.zeros(1, e, res * res))
+        self.words = token_projection(config.token_dim, e)
         # The score is bounded in [-1, 1]; a gain that started at 1 (Adam moves it ~lr per step)
         # capped the caption-vs-swap logit gap near 2 for thousands of steps, and the toy test
         # (tests/test_word_attention.py) reached 0.85-0.97 in 250 steps against 1.00 from 4.
         self.gain = nn.Parameter(torch.full((), 4.0))
 
-    def regions(self, h: torch.Tensor) -> torch.Tensor:  # (B, C, r, r) -> (B, E=C, L=r*r)
+    def regions(self, h: torch.Tensor) -> torch.Tensor:  # (B, C, r, r) -> (B, E, L=r*r)
         return self.region_proj(F.leaky_relu(h, 0.2)).flatten(2) + self.position.to(h.dtype)
 
     def score(self, regions: torch.Tensor, tokens: torch.Tensor, mask: torch.Tensor | None,
               image_index: torch.Tensor | None, matrix: bool) -> torch.Tensor:
         mask = check_tokens(tokens, mask, self.token_dim)
+        if mask.shape[1] > 0:  # drop the columns after the last real token: padding costs like words here
+            last = int(torch.nonzero(mask.any(0)).max()) + 1 if bool(mask.any()) else 1
+            tokens, mask = tokens[:, :last], mask[:, :last]
         words = self.words(tokens.to(self.words[0].weight.dtype)).to(regions.dtype)  # (N, T, E)
         if matrix:
             return similarity_matrix(regions, words, mask)  # (M, N)

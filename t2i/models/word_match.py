@@ -38,13 +38,17 @@ def region_word_attention(regions: torch.Tensor, words: torch.Tensor, mask: torc
     """Each word's region context (DAMSM Eqs. 8-9), K captions per image.
 
     regions (M, E, L), words (M, K, T, E), mask (M, K, T) bool
-    -> context (M, K, T, E), attention over regions (M, K, T, L) (rows of padded words are uniform).
-    The K captions of an image share one (E, L) map: one bmm over K*T words, no copy per caption."""
+    -> context (M, K, T, E), attention over regions (M, K, T, L). Rows of padded words are
+    uniform, and a caption with no real token attends uniformly: its score is zeroed later.
+    The K captions of an image share one (E, L) map: one bmm over K*T words, no copy per caption.
+    The loss scores ~10^4 captions per step, so every full-size elementwise op counts here."""
     m, k, t, e = words.shape
-    sim = torch.bmm(words.reshape(m, k * t, e), regions).float() / math.sqrt(e)  # (M, K*T, L)
-    sim = sim.view(m, k, t, -1)
-    over_words = masked_softmax(sim, mask[..., None], dim=2)  # (M, K, T, L), Eq. 8
-    over_regions = torch.softmax(gamma1 * over_words, dim=-1)  # (M, K, T, L), Eq. 9
+    scaled = regions / math.sqrt(e)  # (M, E, L): the 1/sqrt(E) on the small tensor
+    sim = torch.bmm(words.reshape(m, k * t, e), scaled).view(m, k, t, -1).float()  # (M, K, T, L)
+    # Eq. 8 over the words. Not masked_softmax: a padded word's weight is exactly 0 after the
+    # finite fill whenever the caption has a real word, and an all-padding caption scores 0 anyway.
+    over_words = torch.softmax(sim.masked_fill_(~mask[..., None], torch.finfo(torch.float32).min), dim=2)
+    over_regions = torch.softmax(over_words * gamma1, dim=-1)  # (M, K, T, L), Eq. 9
     flat = over_regions.view(m, k * t, -1).to(regions.dtype)
     context = torch.bmm(flat, regions.transpose(1, 2))  # (M, K*T, E)
     return context.view(m, k, t, e), over_regions
@@ -57,7 +61,9 @@ def region_word_score(regions: torch.Tensor, words: torch.Tensor, mask: torch.Te
     regions (M, E, L) image-region embeddings, words (M, K, T, E) word embeddings (same space),
     mask (M, K, T) bool (True = real token) -> (M, K). A caption with no real token scores 0."""
     context, _ = region_word_attention(regions, words, mask, gamma1)  # (M, K, T, E)
-    cos = F.cosine_similarity(words.float(), context.float(), dim=-1, eps=1e-6)  # (M, K, T)
+    w, c = words.float(), context.float()
+    # cos = <w, c> / (|w| |c|), dividing the (M, K, T) dot, not the two (M, K, T, E) tensors.
+    cos = (w * c).sum(-1) / (w.norm(dim=-1) * c.norm(dim=-1)).clamp(min=1e-6)  # (M, K, T)
     filled = (gamma2 * cos).masked_fill(~mask, torch.finfo(torch.float32).min)
     count = mask.sum(-1)  # (M, K)
     lme = (torch.logsumexp(filled, dim=-1) - count.clamp(min=1).float().log()) / gamma2
