@@ -11,8 +11,8 @@ a shared machine do not distort as they do wall time; `wall` gives the wall-cloc
 
 `--rows`: captions D scores per image. 3 = real/true, real/mismatched, fake/its caption; the
 default training config scores ~163 (hard-negative pool and 32+5 contrastive candidates for each of
-4 captions per image), and the word score's cost grows with that count while the convolutions'
-does not. Random tensors stand in for images and the encoder's token states (T tokens, 512-d).
+4 captions per image), ~49 with contrastive_captions=1; the word score's cost grows with that
+count while the convolutions' does not. Random tensors stand in for images and the encoder's token states (T tokens, 512-d).
 """
 
 from __future__ import annotations
@@ -41,7 +41,8 @@ def base_config() -> GANConfig:
 
 def iteration(g: Generator, d: Discriminator, opt: torch.optim.Optimizer, batch: dict[str, torch.Tensor],
               rows: int, words: bool) -> None:
-    """One D step on (B x rows) scored captions, one G step through D: forward + backward."""
+    """One D step on (B x rows) scored captions, one G step scoring each fake with up to 38 of them
+    (its caption and 37 candidates, as the default contrastive_g does): forward + backward."""
     b = batch["z"].shape[0]
     tok = (batch["tokens"], batch["mask"]) if words else (None, None)
     index = torch.cat([torch.arange(2 * b), torch.arange(b).repeat(rows - 2)])  # real, fake, then real again
@@ -55,7 +56,10 @@ def iteration(g: Generator, d: Discriminator, opt: torch.optim.Optimizer, batch:
     opt.zero_grad(set_to_none=True)
     loss_d.backward()
     d.requires_grad_(False)
-    loss_g = -d(fake, batch["text"], None, *tok).mean()
+    g_rows = min(rows - 2, 38)
+    g_index = torch.arange(b).repeat(g_rows)
+    g_tok = [None if x is None else x[g_index] for x in tok]
+    loss_g = -d(fake, batch["text"][g_index], g_index, *g_tok).mean()
     loss_g.backward()
     d.requires_grad_(True)
     opt.step()
@@ -74,9 +78,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--tokens", type=int, default=16, help="T: token states per caption (padded)")
+    ap.add_argument("--token-dim", type=int, default=512,
+                    help="token state size (512: USE's; less: a table reduced once, e.g. by PCA, before training)")
     ap.add_argument("--steps", type=int, default=3, help="timed iterations per round")
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--rows", default="3,163", help="captions D scores per image, comma-separated")
+    ap.add_argument("--rows", default="3,49,163", help="captions D scores per image, comma-separated")
     ap.add_argument("--word-attention", default="8,16", help="G resolutions with word attention")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--wall", action="store_true", help="time in wall-clock seconds instead of CPU seconds")
@@ -87,13 +93,13 @@ def main() -> None:
     torch.manual_seed(0)
     base = base_config()
     worded = GANConfig.from_dict({**base.to_dict(), "word_attention": [int(r) for r in args.word_attention.split(",")],
-                                  "d_word_match": True})
+                                  "d_word_match": True, "token_dim": args.token_dim})
     nets = {}
     for name, cfg in (("baseline", base), ("word", worded)):
         g, d = Generator(cfg), Discriminator(cfg)
         nets[name] = (g, d, torch.optim.Adam([*g.parameters(), *d.parameters()], lr=1e-4))
     batch = make_batch(args.batch_size, args.tokens, worded)
-    result: dict[str, object] = {"batch_size": args.batch_size, "tokens": args.tokens, "resolution": base.resolution,
+    result: dict[str, object] = {"batch_size": args.batch_size, "tokens": args.tokens, "token_dim": args.token_dim, "resolution": base.resolution,
                                  "word_attention": list(worded.word_attention), "threads": torch.get_num_threads(),
                                  "machine": platform.processor() or platform.machine(), "precision": "fp32",
                                  "clock": "wall" if args.wall else "process CPU time"}
