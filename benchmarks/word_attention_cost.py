@@ -99,7 +99,8 @@ def main() -> None:
         g, d = Generator(cfg), Discriminator(cfg)
         nets[name] = (g, d, torch.optim.Adam([*g.parameters(), *d.parameters()], lr=1e-4))
     batch = make_batch(args.batch_size, args.tokens, worded)
-    result: dict[str, object] = {"batch_size": args.batch_size, "tokens": args.tokens, "token_dim": args.token_dim, "resolution": base.resolution,
+    result: dict[str, object] = {"batch_size": args.batch_size, "tokens": args.tokens, "token_dim": args.token_dim,
+                                 "resolution": base.resolution,
                                  "word_attention": list(worded.word_attention), "threads": torch.get_num_threads(),
                                  "machine": platform.processor() or platform.machine(), "precision": "fp32",
                                  "clock": "wall" if args.wall else "process CPU time"}

@@ -173,7 +173,8 @@ def test_discriminator_word_match_joins_the_logit_and_agrees_across_calls() -> N
         # rank_texts leaves out the image term (the same for every candidate): compare differences.
         other, other_mask = tokens_and_mask(seed=1)
         s2 = torch.randn(3, 16)
-        ranked = d.rank_texts(x, torch.stack([s, s2], 1), torch.stack([tokens, other], 1), torch.stack([mask, other_mask], 1))
+        ranked = d.rank_texts(x, torch.stack([s, s2], 1), torch.stack([tokens, other], 1),
+                              torch.stack([mask, other_mask], 1))
         gap = worded - d(x, s2, None, other, other_mask)
         assert torch.allclose(ranked[:, 0] - ranked[:, 1], gap, atol=1e-5)
         padded = tokens.clone()
@@ -193,7 +194,8 @@ class TwoPartToy:
 
     def __init__(self, seed: int = 1) -> None:
         g = torch.Generator().manual_seed(seed)
-        self.colour, self.part, self.filler = torch.randn(6, DT, generator=g), torch.randn(2, DT, generator=g), torch.randn(DT, generator=g)
+        self.colour = torch.randn(6, DT, generator=g)
+        self.part, self.filler = torch.randn(2, DT, generator=g), torch.randn(DT, generator=g)
         yy, xx = torch.meshgrid(torch.arange(32.0), torch.arange(32.0), indexing="ij")
         self.disc = ((yy - 10) ** 2 + (xx - 16) ** 2 <= 36).float()  # (32, 32)
         self.bar = ((xx >= 14) & (xx < 18) & (yy >= 18) & (yy < 30)).float()
@@ -206,13 +208,15 @@ class TwoPartToy:
         x = COLOURS[a][:, :, None, None] * self.disc + COLOURS[b][:, :, None, None] * self.bar  # (N, 3, 32, 32)
         return x + 0.1 * torch.randn(x.shape, generator=g)
 
-    def captions(self, a: torch.Tensor, b: torch.Tensor, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def captions(self, a: torch.Tensor, b: torch.Tensor, g: torch.Generator
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(tokens (N, 5, DT), mask (N, 5), pooled sentence (N, DT))."""
         n = len(a)
         tokens = 3.0 * torch.randn(n, 5, DT, generator=g)  # junk where the mask is False
         petal, stem = self.colour[a] + self.part[0], self.colour[b] + self.part[1]  # (N, DT) each
         flip = (torch.rand(n, generator=g) < 0.5)[:, None]
-        tokens[:, 0], tokens[:, 1], tokens[:, 2] = self.filler, torch.where(flip, stem, petal), torch.where(flip, petal, stem)
+        tokens[:, 0] = self.filler
+        tokens[:, 1], tokens[:, 2] = torch.where(flip, stem, petal), torch.where(flip, petal, stem)
         mask = torch.arange(5)[None].expand(n, 5) < 3
         return tokens, mask, (self.filler + petal + stem) / 3.0
 

@@ -185,9 +185,10 @@ class WordRegions(nn.Module):
         self.resolution, self.token_dim = res, config.token_dim
         c, e = config.d_channels(res), min(config.d_channels(res), WORD_MATCH_DIM)
         self.region_proj = spectral_norm(nn.Conv2d(c, e, 1))
-        # Where each region is: two parts of one colour differ in place more than in texture at 8x8
-        # (zero-init: learned from the matching loss). Only the image side gets it: a position on
-        # the word side would hand word order to the order-blind `bow` encoder.
+        # Where each region is (zero-init, learned from the matching loss): which part a region
+        # shows is partly where it is; the toy test reached 0.96 without it, 0.995 with it (300
+        # steps). Only the image side gets one: a position on the word side would hand word order
+        # to the order-blind `bow` encoder.
         self.position = nn.Parameter(torch.zeros(1, e, res * res))
         self.words = token_projection(config.token_dim, e)
         # The score is bounded in [-1, 1]; a gain that started at 1 (Adam moves it ~lr per step)

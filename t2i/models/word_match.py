@@ -85,15 +85,17 @@ def indexed_score(regions: torch.Tensor, words: torch.Tensor, mask: torch.Tensor
 
     The loss scores one real image against ~160 captions (true, mismatched, candidates) and a
     fake against one. Gathering an (E, L) map per caption copies E*L floats per caption forward
-    and scatter-adds them back in the backward pass: it made a training step ~4x slower
-    (benchmarks/word_attention_cost.py). Instead an image's captions are packed into chunks of
-    `group`, and each chunk shares its image's map (at most group - 1 padded slots per image)."""
+    and scatter-adds them back in the backward pass; packing instead took a word-scored step at
+    ~160 captions per image from 0.23x to 0.32x the sentence-only step's images/s
+    (benchmarks/word_attention_cost.py, before the other savings). An image's captions are packed
+    into chunks of `group` that share its map (at most group - 1 padded slots per image)."""
     if index is None:
         return region_word_score(regions, words[:, None], mask[:, None])[:, 0]
     n, m = index.shape[0], regions.shape[0]
     counts = torch.bincount(index, minlength=m)  # (M,)
     order = torch.argsort(index, stable=True)
-    rank = torch.arange(n, device=index.device) - (torch.cumsum(counts, 0) - counts)[index[order]]  # place among its image's captions
+    first = torch.cumsum(counts, 0) - counts  # (M,) sorted position of each image's first caption
+    rank = torch.arange(n, device=index.device) - first[index[order]]  # (N,) place among its image's captions
     chunks = (counts + group - 1) // group  # (M,)
     first_chunk = torch.cumsum(chunks, 0) - chunks
     slot = torch.empty_like(index)
