@@ -250,3 +250,16 @@ def test_d_word_match_learns_what_the_pooled_sentence_cannot_tell() -> None:
     accuracy = float((word_true > word_swap).float().mean())
     assert accuracy >= 0.9, f"word-region score ranks the true caption above its swap only {accuracy:.2f} of the time"
     assert time.monotonic() - start < 60
+
+
+def test_gradient_penalty_double_backward_runs_through_the_word_score() -> None:
+    # The loss's MA-GP differentiates D's score w.r.t. the real image with create_graph=True.
+    d = Discriminator(small_config(d_word_match=True))
+    x = torch.randn(3, 3, 32, 32, requires_grad=True)
+    tokens, mask = tokens_and_mask()
+    out = d(x, torch.randn(3, 16), None, tokens, mask)
+    (gx,) = torch.autograd.grad(out.sum(), x, create_graph=True)
+    gx.pow(2).sum().backward()
+    grads = [p.grad for p in d.word_regions_head.words.parameters()]
+    assert all(g is not None and bool(torch.isfinite(g).all()) for g in grads)
+    assert float(sum(g.abs().sum() for g in grads)) > 0
