@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from t2i.models import Discriminator, GANConfig, Generator, ResidualAttention, load_generator, save_generator
+from t2i.models.discriminator import WORD_MATCH_DIM
 
 
 @pytest.mark.parametrize("res", [4, 8, 16, 32])
@@ -99,3 +100,37 @@ def test_d_attention_overrides_the_discriminators_modules_only() -> None:
     assert GANConfig.from_dict(cfg.to_dict()).d_attention == ()
     with torch.no_grad():
         assert d(g(torch.randn(2, 4), torch.randn(2, 16)), torch.randn(2, 16)).shape == (2,)
+
+
+@pytest.mark.parametrize("res", [32, 64])
+@pytest.mark.parametrize("dcond", ["projection", "concat"])
+def test_word_attention_and_word_match_shapes(res: int, dcond: str) -> None:
+    cfg = GANConfig(resolution=res, text_dim=24, z_dim=8, g_width=32, d_width=8, attention=(8,),
+                    d_conditioning=dcond, word_attention=(8, 16), token_dim=20, d_word_match=True)  # type: ignore[arg-type]
+    g, d = Generator(cfg), Discriminator(cfg)
+    assert sorted(g.word_attn) == ["16", "8"]
+    tokens = torch.randn(3, 7, 20).half()  # the embed stage stores float16
+    mask = torch.arange(7)[None] < torch.tensor([[7], [2], [0]])  # (3, 7); caption 2 has no token
+    img = g(torch.randn(3, 8), torch.randn(3, 24), tokens, mask)
+    assert img.shape == (3, 3, res, res) and bool(torch.isfinite(img).all())
+    out = d(img, torch.randn(3, 24), None, tokens, mask)
+    assert out.shape == (3,) and bool(torch.isfinite(out).all())
+    out.sum().backward()  # one graph through D's word match into G's word attention
+    assert g.word_attn["8"].gate.grad is not None
+    regions = d.word_regions(img.detach())
+    assert regions.shape == (3, min(cfg.d_channels(8), WORD_MATCH_DIM), 64)
+    assert d.word_match(regions, tokens, mask, matrix=True).shape == (3, 3)
+
+
+def test_save_load_generator_with_word_attention(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    cfg = GANConfig(text_dim=16, z_dim=4, g_width=32, word_attention=(16, 8), token_dim=10)
+    g = Generator(cfg).eval()
+    for m in g.word_attn.values():
+        torch.nn.init.constant_(m.gate, 0.5)
+    save_generator(tmp_path, g, {"model": cfg.to_dict(), "step": 1})
+    g2, _ = load_generator(tmp_path / "generator.safetensors")
+    assert sorted(g2.word_attn) == ["16", "8"] and g2.config.token_dim == 10
+    z, s, t = torch.randn(2, 4), torch.randn(2, 16), torch.randn(2, 5, 10)
+    with torch.no_grad():
+        assert torch.allclose(g(z, s, t), g2(z, s, t), atol=1e-6)
+        assert not torch.allclose(g2(z, s, t), g2(z, s))

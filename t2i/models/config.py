@@ -45,6 +45,14 @@ class GANConfig:
     # Whitening damping (train.model.whiten_eps). Only `fit` reads it.
     whiten_eps: float = WHITEN_EPS
     extra: dict[str, Any] = field(default_factory=dict)  # room for forward-compatible keys
+    # Word-level text (t2i/models/word_attention.py, word_match.py): the caption's per-token
+    # states beside the sentence vector. Off by default: a config saved before these keys existed
+    # describes a model without the modules, and must rebuild exactly that model to load its weights;
+    # the train stage turns them on when the encoder stores token states.
+    word_attention: tuple[int, ...] = ()  # G resolutions where regions attend over the tokens (() = sentence only)
+    token_dim: int = 512                  # per-token state size (USE: 512)
+    d_word_match: bool = False            # D adds a DAMSM-style word-region score to its logit
+    word_match_resolution: int = 8        # the D feature map whose regions the words are matched against
 
     def __post_init__(self) -> None:
         if self.resolution not in RESOLUTIONS:

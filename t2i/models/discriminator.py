@@ -6,6 +6,12 @@ lists the block's output resolution) down to 4x4, then the sentence enters once:
 - concat (DF-GAN): the sentence, tiled over the 4x4 map, is concatenated and convolved.
 No BatchNorm: the loss puts real, fake and mismatched images through one forward, and the
 matching-aware gradient penalty differentiates the score per image.
+
+Word-region matching (`d_word_match`, t2i/models/word_match.py): the regions of one mid-size
+feature map (`word_match_resolution`) and the caption's per-token states meet in AttnGAN's DAMSM
+local score, and gain x score joins the logit. The loss's mismatched captions and candidates
+then train it with no new term: a caption whose colours sit on the wrong parts finds its words
+in the wrong regions even where its sentence vector is nearly the true one's.
 """
 
 from __future__ import annotations
@@ -17,6 +23,8 @@ from torch.nn.utils.parametrizations import spectral_norm
 
 from t2i.models.attention import ResidualAttention
 from t2i.models.config import GANConfig
+from t2i.models.word_attention import check_tokens, token_projection
+from t2i.models.word_match import indexed_score, similarity_matrix
 
 
 class DBlock(nn.Module):
@@ -62,6 +70,8 @@ class Discriminator(nn.Module):
             self.resolutions.append(res)
             if res in (c.attention if c.d_attention is None else c.d_attention):
                 self.attn[str(res)] = ResidualAttention(c.d_channels(res), res, norm=False, sn=True)
+        if c.d_word_match:
+            self.word_regions_head = WordRegions(c, self.resolutions)
         c4 = c.d_channels(4)
         if c.d_conditioning == "projection":
             self.psi = spectral_norm(nn.Linear(c4, 1))
@@ -77,19 +87,51 @@ class Discriminator(nn.Module):
             )
 
     def features(self, image: torch.Tensor) -> torch.Tensor:  # (B, 3, R, R) -> (B, C4, 4, 4)
+        return self.features_and_regions(image)[0]
+
+    def features_and_regions(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(B, C4, 4, 4) features and, with `d_word_match`, the word-match regions (B, E, L) of the
+        same pass (None without)."""
         h = self.from_rgb(image)
+        regions = None
         for block, res in zip(self.blocks, self.resolutions):
             h = block(h)
             if str(res) in self.attn:
                 h = self.attn[str(res)](h)
-        return F.leaky_relu(h, 0.2)
+            if self.config.d_word_match and res == self.word_regions_head.resolution:
+                regions = self.word_regions_head.regions(h)
+        return F.leaky_relu(h, 0.2), regions
 
-    def forward(self, image: torch.Tensor, text: torch.Tensor, image_index: torch.Tensor | None = None) -> torch.Tensor:
+    def word_regions(self, image: torch.Tensor) -> torch.Tensor:
+        """(B, 3, R, R) -> region embeddings (B, E, L) for `word_match` (needs `d_word_match`)."""
+        regions = self.features_and_regions(image)[1]
+        if regions is None:
+            raise ValueError("word_regions needs a discriminator built with d_word_match=True")
+        return regions
+
+    def word_match(self, regions: torch.Tensor, tokens: torch.Tensor, token_mask: torch.Tensor | None = None,
+                   image_index: torch.Tensor | None = None, matrix: bool = False) -> torch.Tensor:
+        """DAMSM local score in [-1, 1] (before the head's `gain`), higher = the words find their regions.
+        regions (M, E, L) from `word_regions`, tokens (N, T, token_dim), token_mask (N, T) bool.
+        matrix=False: caption n against image image_index[n] (None: the n-th, N = M) -> (N,);
+        matrix=True: every image against every caption -> (M, N), for a contrastive loss."""
+        return self.word_regions_head.score(regions, tokens, token_mask, image_index, matrix)
+
+    def forward(self, image: torch.Tensor, text: torch.Tensor, image_index: torch.Tensor | None = None,
+                tokens: torch.Tensor | None = None, token_mask: torch.Tensor | None = None) -> torch.Tensor:
         # image (M, 3, R, R), text (N, text_dim) = G's text_norm(raw vector) -> score (N,).
         # image_index (N,): which image each sentence is scored against (None: the i-th, N = M),
         # so a real image paired with its caption and with a wrong one costs one feature pass.
         # The caller rescales, so the MA-GP differentiates w.r.t. the rescaled sentence.
-        h = self.features(image)  # (M, C4, 4, 4)
+        # tokens (N, T, token_dim), token_mask (N, T) bool: the same captions' per-token states; with
+        # `d_word_match` they add word_gain x the word-region score (None: the sentence-only score).
+        h, regions = self.features_and_regions(image)  # (M, C4, 4, 4), (M, E, L) | None
+        out = self._sentence_score(h, text, image_index)  # (N,)
+        if regions is None or tokens is None:
+            return out
+        return out + self.word_regions_head.gain * self.word_match(regions, tokens, token_mask, image_index)  # (N,) fp32
+
+    def _sentence_score(self, h: torch.Tensor, text: torch.Tensor, image_index: torch.Tensor | None) -> torch.Tensor:
         if self.config.d_conditioning == "projection":
             # Mean, not sum, pooling: keeps |d score / d sentence| near 1 at init, where the MA-GP's
             # |grad|^6 would otherwise start in the hundreds of thousands.
@@ -103,13 +145,70 @@ class Discriminator(nn.Module):
         s = self.text_proj(text)[:, :, None, None].expand(-1, -1, 4, 4)  # (N, cond_dim, 4, 4)
         return self.joint(torch.cat([h, s.to(h.dtype)], dim=1)).flatten()
 
-    def rank_texts(self, image: torch.Tensor, texts: torch.Tensor) -> torch.Tensor:
+    def rank_texts(self, image: torch.Tensor, texts: torch.Tensor, tokens: torch.Tensor | None = None,
+                   token_mask: torch.Tensor | None = None) -> torch.Tensor:
         """How well each of K candidate sentences matches each image: (B, K), higher = better.
-        image (B, 3, R, R), texts (B, K, text_dim) normalised. Projection: the image term is the
-        same for every candidate, so one feature pass and a dot product rank them."""
+        image (B, 3, R, R), texts (B, K, text_dim) normalised, tokens (B, K, T, token_dim) and
+        token_mask (B, K, T) optional. Projection: the image term is the same for every candidate,
+        so one feature pass and a dot product rank them."""
         b, k = texts.shape[:2]
-        if self.config.d_conditioning == "projection":
-            feat = self.features(image).mean(dim=(2, 3))  # (B, C4)
-            return (self.embed(texts.flatten(0, 1)).view(b, k, -1) * feat[:, None]).sum(-1)
         index = torch.arange(b, device=image.device).repeat_interleave(k)  # (B*K,)
-        return self(image, texts.flatten(0, 1), index).view(b, k)
+        flat_tokens = None if tokens is None else tokens.flatten(0, 1)  # (B*K, T, token_dim)
+        flat_mask = None if token_mask is None else token_mask.flatten(0, 1)  # (B*K, T)
+        if self.config.d_conditioning != "projection":
+            return self(image, texts.flatten(0, 1), index, flat_tokens, flat_mask).view(b, k)
+        h, regions = self.features_and_regions(image)
+        feat = h.mean(dim=(2, 3))  # (B, C4)
+        out = (self.embed(texts.flatten(0, 1)).view(b, k, -1) * feat[:, None]).sum(-1)  # (B, K)
+        if regions is not None and flat_tokens is not None:
+            word = self.word_match(regions, flat_tokens, flat_mask, index).view(b, k)
+            out = out + self.word_regions_head.gain * word
+        return out
+
+
+# Width of the word-region embedding space. The loss scores ~10^4 captions per step against 64
+# regions each, and that cost is linear in it: 32 halved the word score's CPU time against 64
+# (benchmarks/word_attention_cost.py); a few colours and parts need no wider space.
+WORD_MATCH_DIM = 32
+
+
+class WordRegions(nn.Module):
+    """D's word-region matcher: region embeddings of one feature map, word embeddings of the
+    tokens, their DAMSM local score, and the gain that puts it on the logit's scale."""
+
+    def __init__(self, config: GANConfig, resolutions: list[int]) -> None:
+        super().__init__()
+        res = int(config.word_match_resolution)
+        if res not in resolutions:
+            raise ValueError(f"word_match_resolution={res} is not among the discriminator's feature maps "
+                             f"{resolutions} at resolution={config.resolution}")
+        self.resolution, self.token_dim = res, config.token_dim
+        c, e = config.d_channels(res), min(config.d_channels(res), WORD_MATCH_DIM)
+        self.region_proj = spectral_norm(nn.Conv2d(c, e, 1))
+        # Where each region is (zero-init, learned from the matching loss): which part a region
+        # shows is partly where it is; the toy test reached 0.96 without it, 0.995 with it (300
+        # steps). Only the image side gets one: a position on the word side would hand word order
+        # to the order-blind `bow` encoder.
+        self.position = nn.Parameter(torch.zeros(1, e, res * res))
+        self.words = token_projection(config.token_dim, e)
+        # The score is bounded in [-1, 1]; a gain that started at 1 (Adam moves it ~lr per step)
+        # capped the caption-vs-swap logit gap near 2 for thousands of steps, and the toy test
+        # (tests/test_word_attention.py) reached 0.85-0.97 in 250 steps against 1.00 from 4.
+        self.gain = nn.Parameter(torch.full((), 4.0))
+
+    def regions(self, h: torch.Tensor) -> torch.Tensor:  # (B, C, r, r) -> (B, E, L=r*r)
+        return self.region_proj(F.leaky_relu(h, 0.2)).flatten(2) + self.position.to(h.dtype)
+
+    def score(self, regions: torch.Tensor, tokens: torch.Tensor, mask: torch.Tensor | None,
+              image_index: torch.Tensor | None, matrix: bool) -> torch.Tensor:
+        mask = check_tokens(tokens, mask, self.token_dim)
+        if mask.shape[1] > 0:  # drop the columns after the last real token: padding costs like words here
+            last = int(torch.nonzero(mask.any(0)).max()) + 1 if bool(mask.any()) else 1
+            tokens, mask = tokens[:, :last], mask[:, :last]
+        words = self.words(tokens.to(self.words[0].weight.dtype)).to(regions.dtype)  # (N, T, E)
+        if matrix:
+            return similarity_matrix(regions, words, mask)  # (M, N)
+        if image_index is None and regions.shape[0] != words.shape[0]:
+            raise ValueError(f"word_match: {regions.shape[0]} region maps for {words.shape[0]} captions "
+                             "(pass image_index, or matrix=True)")
+        return indexed_score(regions, words, mask, image_index)  # (N,)

@@ -5,6 +5,11 @@ doubling. Every block is modulated by the sentence (per-channel scale and shift)
 steers all scales, not only the first; where `attention` lists a block's resolution a residual
 attention module follows it. With `noise_in_blocks` the modulation also sees z: a prototype that
 fed z only to the dense layer learned to ignore it (all samples of a caption alike).
+
+Word attention (`word_attention` resolutions, t2i/models/word_attention.py): after the block of
+that resolution, and before its residual attention module, the regions read the caption's
+per-token states. The sentence vector stays the global condition; without tokens (an encoder
+that stores none) the word modules are skipped and the network is the sentence-only one.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from torch import nn
 from t2i.models.attention import ResidualAttention
 from t2i.models.config import GANConfig
 from t2i.models.text_norm import TextNorm
+from t2i.models.word_attention import WordAttention
 
 
 class Modulation(nn.Module):
@@ -73,17 +79,25 @@ class Generator(nn.Module):
         self.dense = nn.Linear(c.z_dim + c.text_dim, c0 * 4 * 4)
         self.blocks = nn.ModuleList()
         self.attn = nn.ModuleDict()
+        self.word_attn = nn.ModuleDict()
+        word_res = word_resolutions(c)
         c_prev = c0
         for res in c.g_resolutions():
             c_out = c.g_channels(res)
             self.blocks.append(GBlock(c_prev, c_out, c.cond_dim, c.conditioning == "cbn"))
+            if res in word_res:
+                self.word_attn[str(res)] = WordAttention(c_out, c.token_dim)
             if res in c.attention:
                 self.attn[str(res)] = ResidualAttention(c_out, res, norm=True, sn=False)
             c_prev = c_out
         self.to_rgb = nn.Sequential(nn.LeakyReLU(0.2), nn.Conv2d(c_prev, 3, 3, padding=1))
 
-    def forward(self, z: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
-        # z (B, z_dim), text (B, text_dim) -> (B, 3, R, R) in [-1, 1]
+    def forward(self, z: torch.Tensor, text: torch.Tensor, tokens: torch.Tensor | None = None,
+                token_mask: torch.Tensor | None = None) -> torch.Tensor:
+        # z (B, z_dim), text (B, text_dim) raw sentence vectors, tokens (B, T, token_dim) per-token
+        # states of the same captions (any float dtype; None = sentence only), token_mask (B, T) bool
+        # (True = real token; None = all real) -> (B, 3, R, R) in [-1, 1].
+        # A model without word modules ignores tokens, so one call serves both kinds.
         cfg = self.config
         text = self.text_norm(text)  # (B, text_dim), fp32
         cond_in = torch.cat([text, z], dim=1) if cfg.noise_in_blocks else text
@@ -91,7 +105,19 @@ class Generator(nn.Module):
         h = self.dense(torch.cat([z, text], dim=1)).view(z.shape[0], -1, 4, 4)  # (B, C0, 4, 4)
         for block, res in zip(self.blocks, cfg.g_resolutions()):
             h = block(h, cond)
+            if tokens is not None and str(res) in self.word_attn:
+                h = self.word_attn[str(res)](h, tokens, token_mask)
             if str(res) in self.attn:
                 h = self.attn[str(res)](h)
         return torch.tanh(self.to_rgb(h))
 
+
+
+def word_resolutions(config: GANConfig) -> tuple[int, ...]:
+    """G's word-attention resolutions, checked against the resolutions its blocks produce."""
+    res = tuple(sorted(int(r) for r in config.word_attention))
+    bad = [r for r in res if r not in config.g_resolutions()]
+    if bad:
+        raise ValueError(f"word_attention {list(res)}: {bad} not among the generator's block "
+                         f"resolutions {config.g_resolutions()} at resolution={config.resolution}")
+    return res

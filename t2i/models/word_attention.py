@@ -1,0 +1,72 @@
+"""Word attention for the generator: image regions read the caption's token states (AttnGAN's idea).
+
+AttnGAN (Xu et al. 2018) lets every region of a feature map pick the words that concern it and
+adds a word-context map to the features. Here it sits inside the residual design: a region's
+query is a 1x1 conv of its features, the words are the encoder's per-token states projected to
+the map's channels (LayerNorm'd, so USE states and `bow` vectors arrive at one scale), and the
+context returns through a 1x1 conv times a gate that starts at zero -- a fresh model computes
+exactly what the sentence-only one does, and the words fade in as the gate learns.
+
+Cost: (H*W) x T dot products per image, linear in the map's area (no region-region attention):
+at 16x16 with T ~ 16 tokens it is a few per cent of the block's convolutions.
+
+The words are a set: permuting a caption's tokens (with their mask) leaves the output unchanged,
+so word order reaches the image only through contextual token states (see word_match.py).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from t2i.models.word_match import masked_softmax
+
+
+def token_projection(token_dim: int, width: int) -> nn.Module:
+    """Per-token states (..., T, token_dim) -> word features (..., T, width), LayerNorm'd."""
+    return nn.Sequential(nn.Linear(token_dim, width), nn.LayerNorm(width))
+
+
+def check_tokens(tokens: torch.Tensor, mask: torch.Tensor | None, token_dim: int) -> torch.Tensor:
+    """The mask to use ((B, T) bool), after checking shapes; None = every token is real."""
+    if tokens.dim() != 3 or tokens.shape[-1] != token_dim:
+        raise ValueError(f"tokens must be (B, T, token_dim={token_dim}), got {tuple(tokens.shape)}: "
+                         "GANConfig.token_dim must match the encoder's token states")
+    if mask is None:
+        return torch.ones(tokens.shape[:2], dtype=torch.bool, device=tokens.device)
+    if mask.shape != tokens.shape[:2]:
+        raise ValueError(f"token_mask must be (B, T) = {tuple(tokens.shape[:2])}, got {tuple(mask.shape)}")
+    return mask.bool()
+
+
+class WordAttention(nn.Module):
+    """h + gate * out(context): context[:, :, y, x] = sum_t softmax_t(q(h)_yx . w_t / sqrt(C)) w_t."""
+
+    def __init__(self, channels: int, token_dim: int) -> None:
+        super().__init__()
+        self.token_dim = token_dim
+        self.words = token_projection(token_dim, channels)
+        self.query = nn.Conv2d(channels, channels, 1)
+        self.out = nn.Conv2d(channels, channels, 1)
+        # Zero at init: the module is the identity until training opens it (SAGAN's gamma).
+        self.gate = nn.Parameter(torch.zeros(1))
+
+    def attention(self, h: torch.Tensor, tokens: torch.Tensor, mask: torch.Tensor | None = None
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(context (B, C, H, W), weights (B, H*W, T)); padded tokens get weight 0, and a caption
+        with no real token gets zero context."""
+        b, c, hh, ww = h.shape
+        mask = check_tokens(tokens, mask, self.token_dim)
+        w = self.words(tokens.to(self.words[0].weight.dtype))  # (B, T, C)
+        q = self.query(h).flatten(2).transpose(1, 2)  # (B, HW, C)
+        logits = torch.bmm(q, w.transpose(1, 2).to(q.dtype)) / math.sqrt(c)  # (B, HW, T)
+        weights = masked_softmax(logits, mask[:, None, :], dim=-1)  # (B, HW, T), fp32
+        context = torch.bmm(weights.to(w.dtype), w)  # (B, HW, C)
+        return context.transpose(1, 2).reshape(b, c, hh, ww), weights
+
+    def forward(self, h: torch.Tensor, tokens: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        # h (B, C, H, W), tokens (B, T, token_dim) any float dtype, mask (B, T) bool -> (B, C, H, W)
+        context, _ = self.attention(h, tokens, mask)
+        return h + self.gate.to(h.dtype) * self.out(context.to(h.dtype))
