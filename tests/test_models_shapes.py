@@ -76,13 +76,13 @@ def test_d_text_layers_make_the_projection_embedding_an_mlp() -> None:
 def test_train_g_min_width_sets_the_generator_floor_and_survives_save_load(tmp_path, floor: int) -> None:  # type: ignore[no-untyped-def]
     from types import SimpleNamespace
 
-    from t2i.config import load_section
+    from t2i.config import load_section, updated
     from t2i.train.loop import model_config
 
     from pathlib import Path
 
-    params = load_section("train", Path(__file__).resolve().parents[1] / "params.yaml").model_copy(
-        update={"g_width": 128, "g_min_width": floor})
+    params = updated(load_section("train", Path(__file__).resolve().parents[1] / "params.yaml"),
+                     {"model": {"g_width": 128, "g_min_width": floor}})
     cfg = model_config(params, SimpleNamespace(resolution=32, text_dim=16))  # type: ignore[arg-type]
     assert [cfg.g_channels(r) for r in (4, 8, 16, 32)] == [128, 64, 32, floor]
     g = Generator(cfg).eval()
