@@ -17,7 +17,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from t2i.eval import cache
-from t2i.eval.nets import Trunk, apply, augment, fit, to_input
+from t2i.models.fit import fit
+from t2i.models.trunk import Trunk, apply, augment, to_input
 
 log = logging.getLogger(__name__)
 

@@ -18,7 +18,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from t2i.eval import cache
-from t2i.eval.nets import FEATURE_DIM, Trunk, apply, augment, fit, to_input
+from t2i.models.fit import fit
+from t2i.models.trunk import FEATURE_DIM, Trunk, apply, augment, to_input
 
 log = logging.getLogger(__name__)
 TEMPERATURE = 0.05  # fixed: a learnt one wanders in 600 steps and buys nothing here

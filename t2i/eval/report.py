@@ -19,6 +19,7 @@ from PIL import Image
 from t2i.atomic import atomic_write
 from t2i.eval.registry import MetricResult
 from t2i.grids import png_bytes
+from t2i.nesting import nest
 
 PLOTS_DIR = "plots"
 ATTRIBUTE_PLOT = "attribute_accuracy.csv"
@@ -41,14 +42,7 @@ def flat_metrics(results: list[MetricResult]) -> dict[str, float]:
 
 def nested_metrics(results: list[MetricResult]) -> dict[str, Any]:
     """metrics.json: flat keys split on '/' into sections (``test``, ``unseen``, ``judge``)."""
-    out: dict[str, Any] = {}
-    for key, value in flat_metrics(results).items():
-        *path, leaf = key.split("/")
-        node = out
-        for part in path:
-            node = node.setdefault(part, {})
-        node[leaf] = _round(value)
-    return out
+    return nest({k: _round(v) for k, v in flat_metrics(results).items()}, sep="/")
 
 
 def attribute_table(results: list[MetricResult]) -> pd.DataFrame | None:

@@ -3,15 +3,17 @@
 Fitting: each step draws B train captions and their images (mildly augmented, as the judges
 are); each image scores its caption against K one-word misses and the captions with the same
 words in other orders, the candidates of D's contrastive term, and a cross-entropy asks that its
-own caption win. The judges' loop (`t2i.eval.nets.fit`: Adam, one-cycle schedule) runs it.
+own caption win. The loop the evaluation judges also train with (`t2i.models.fit.fit`: Adam,
+one-cycle schedule) runs it.
 """
 
 from __future__ import annotations
 
 import torch
 
-from t2i.eval.nets import augment, fit
+from t2i.models.fit import fit
 from t2i.models.matcher import Matcher
+from t2i.models.trunk import augment
 from t2i.train.data import TrainData
 from t2i.train.losses import match_ce
 from t2i.train.step import candidate_rows
