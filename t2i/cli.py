@@ -91,8 +91,10 @@ def _read_probe_csv(path: Path, known: tuple[str, ...]) -> pd.DataFrame:
 def cmd_probe(args: argparse.Namespace) -> int:
     from t2i.config import EvaluateParams, load_section
     from t2i.eval.classifier import ATTRIBUTES, train_classifier
+    from t2i.eval.context import judge_fit
     from t2i.eval.pipeline import data_fingerprint
     from t2i.grids import caption_grid
+    from t2i.text.embed_table import EMBEDDINGS_FILE
 
     table = _read_probe_csv(args.csv, ATTRIBUTES)
     params = load_section("evaluate", args.params) if Path(args.params).is_file() else EvaluateParams()
@@ -103,10 +105,9 @@ def cmd_probe(args: argparse.Namespace) -> int:
     except FileNotFoundError as exc:
         raise CliError(str(exc)) from exc
     pipe = _load(args.model, args.device)
-    key = data_fingerprint(args.prepared, args.embeddings) if (args.embeddings / "embeddings.npy").is_file() else None
+    key = data_fingerprint(args.prepared, args.embeddings) if (args.embeddings / EMBEDDINGS_FILE).is_file() else None
     try:
-        clf = train_classifier(prepared.table, prepared.images, params.classifier_steps, params.seed,
-                               pipe.device, data_key=key)
+        clf = train_classifier(prepared.table, prepared.images, judge_fit(params), pipe.device, data_key=key)
     except ValueError as exc:
         raise CliError(f"{exc}: `t2i probe` needs a dataset with ground truth (synthetic)") from exc
     captions = table["caption"].tolist()

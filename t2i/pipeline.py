@@ -15,6 +15,7 @@ of a caption grid share their noise and a row-to-row change is the text's doing.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -69,6 +70,7 @@ class GenerationPipeline:
         self.encoder_info: dict[str, Any] = dict(config.get("encoder") or DEFAULT_ENCODER)
         self._encoder_factory = encoder_factory or self._build_encoder
         self._encoder: Any = None
+        self._encoder_lock = threading.Lock()  # a server may call from several threads at once
         self._stored_rows: dict[str, int] = {}  # caption -> row of self._stored
         self._stored = np.zeros((0, self.config.text_dim), np.float32)
         dim = self.encoder_info.get("dim")
@@ -131,8 +133,9 @@ class GenerationPipeline:
             if c in self._stored_rows:
                 out[i] = self._stored[self._stored_rows[c]]
         if missing:
-            if self._encoder is None:
-                self._encoder = self._encoder_factory()
+            with self._encoder_lock:
+                if self._encoder is None:
+                    self._encoder = self._encoder_factory()
             out[missing] = self._encoder.encode([captions[i] for i in missing])
         return out
 

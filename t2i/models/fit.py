@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -16,19 +17,28 @@ from torch import nn
 log = logging.getLogger(__name__)
 
 
-def fit(net: nn.Module, steps: int, n_rows: int, batch_size: int, seed: int, what: str,
-        batch_loss: Callable[[torch.Tensor, torch.Generator], torch.Tensor]) -> None:
-    """Train ``net`` for ``steps`` batches of ``batch_size`` rows drawn from ``range(n_rows)``.
+@dataclass(frozen=True)
+class FitSettings:
+    steps: int
+    seed: int  # draws the batches and the augmentation (initial weights are the caller's)
+    batch_size: int = 64
+
+
+def fit(net: nn.Module, settings: FitSettings, n_rows: int,
+        batch_loss: Callable[[torch.Tensor, torch.Generator], torch.Tensor], what: str) -> None:
+    """Train ``net`` for ``settings.steps`` batches of rows drawn from ``range(n_rows)``.
 
     ``batch_loss(pick, gen)`` gets the (B,) row indices of this step and the loop's generator
-    (for augmentation), and returns the scalar loss; ``net`` ends in eval mode.
+    (for augmentation), and returns the scalar loss; ``what`` names the net in the log; ``net``
+    ends in eval mode.
     """
-    gen = torch.Generator().manual_seed(seed)
+    steps = settings.steps
+    gen = torch.Generator().manual_seed(settings.seed)
     opt = torch.optim.Adam(net.parameters(), lr=2e-3)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=3e-3, total_steps=steps)
     net.train()
     for step in range(steps):
-        pick = torch.randint(0, n_rows, (batch_size,), generator=gen)
+        pick = torch.randint(0, n_rows, (settings.batch_size,), generator=gen)
         loss = batch_loss(pick, gen)
         opt.zero_grad(set_to_none=True)
         loss.backward()
