@@ -3,8 +3,10 @@
     t2i generate "a red flower with a yellow stem" -n 8 -o grid.png [--model models/] [--seed 0]
     t2i probe captions.csv [-n 4] [-o probe.png]
 
-The model is loaded with the encoder it was trained with (models/config.json), so any wording
-works, not only the training templates. `probe` scores the images with the evaluate stage's
+--model is a models/ directory, `runs:/<run_id>` or `models:/<name>@<alias>` (MLflow). Both
+commands generate through `t2i.pipeline.GenerationPipeline`, which encodes captions with the
+encoder the model was trained with (models/config.json), so any wording works, not only the
+training templates. `probe` scores the images with the evaluate stage's
 attribute classifier (synthetic data), which is how to check that the model understood a
 sentence rather than memorised a template.
 """
