@@ -23,6 +23,7 @@ from typing import Any
 import yaml
 
 from t2i.config import SECTIONS, validate_section
+from t2i.nesting import flatten
 
 LineSink = Callable[[str], None]
 _TAIL_LINES = 30
@@ -180,16 +181,6 @@ def record_experiment(name: str, root: Path, env: Mapping[str, str], sink: LineS
 def list_experiments(root: Path) -> list[str]:
     done = subprocess.run(dvc("exp", "list", "--name-only"), cwd=root, capture_output=True, text=True, check=True)
     return done.stdout.split()
-
-
-def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        if isinstance(v, Mapping):
-            out.update(flatten(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
 
 
 def read_json(path: Path) -> dict[str, Any] | None:

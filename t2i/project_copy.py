@@ -16,6 +16,8 @@ from typing import Any
 
 import yaml
 
+from t2i.nesting import nest as dotted_to_nested  # {"train.seed": 1} -> {"train": {"seed": 1}}; the name benchmarks use
+
 SKIP_PREFIXES = ("data/prepared", "data/embeddings", "models/", "checkpoints/", "eval/", "plots/")
 
 
@@ -48,18 +50,6 @@ def merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
     for key, value in override.items():
         out[key] = merge(out.get(key, {}), value) if isinstance(value, dict) else value
     return out
-
-
-def dotted_to_nested(overrides: dict[str, Any]) -> dict[str, Any]:
-    """{"train.seed": 1} -> {"train": {"seed": 1}}."""
-    nested: dict[str, Any] = {}
-    for key, value in overrides.items():
-        node = nested
-        *path, leaf = key.split(".")
-        for part in path:
-            node = node.setdefault(part, {})
-        node[leaf] = value
-    return nested
 
 
 def make_project(source: Path, dest: Path, params: dict[str, Any] | None = None,

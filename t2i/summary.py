@@ -46,6 +46,7 @@ def summary(root: Path = Path(".")) -> str:
             "  ->  http://127.0.0.1:5000"
         )
     lines.append("  compare        dvc exp show --md   |   dvc plots show")
+    lines.append('  generate       t2i generate "a red flower with a yellow stem" -n 8 -o grid.png')
     return "\n".join(lines)
 
 

@@ -52,7 +52,7 @@ json.dump({"score": p["steps"] * 0.1, "nested": {"acc": 0.5}}, open("eval/metric
 """
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def prefect_harness() -> Iterator[None]:
     from prefect.testing.utilities import prefect_test_harness
 

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from t2i.config import MatcherParams
 from t2i.models.matcher import Matcher
 from t2i.train import load_train_data, train
 from t2i.train.data import TrainData
@@ -37,7 +38,7 @@ def test_fitting_teaches_the_matcher_its_captions_over_their_one_word_misses(tmp
     torch.manual_seed(0)
     untrained = Matcher(data.text_dim).eval()
     untrained.text_norm.fit(data.text)
-    fitted = fit_matcher(data, steps=150, seed=0, device=CPU, candidates=8, word_orders=2, batch_size=16)
+    fitted = fit_matcher(data, MatcherParams(steps=150, seed=0, candidates=8, word_orders=2, batch_size=16), CPU)
     before, after = _wins(untrained, data), _wins(fitted, data)
     assert after > 0.8 and after > before + 0.3, (before, after)
     assert not fitted.training and not any(p.requires_grad for p in fitted.parameters())
@@ -45,7 +46,7 @@ def test_fitting_teaches_the_matcher_its_captions_over_their_one_word_misses(tmp
 
 def test_saved_matcher_loads_with_the_same_scores_and_a_missing_one_names_the_stage(tmp_path: Path) -> None:
     data = load_train_data(*make_dataset(tmp_path))
-    m = fit_matcher(data, steps=3, seed=0, device=CPU, batch_size=8)
+    m = fit_matcher(data, MatcherParams(steps=3, seed=0, batch_size=8), CPU)
     m.save(tmp_path / "matcher")
     back = Matcher.load(tmp_path / "matcher")
     real, text, _ = data.batch(torch.arange(6), CPU, channels_last=False)
@@ -77,8 +78,8 @@ def test_training_with_the_matcher_logs_its_term_and_does_not_resume_against_ano
     data = load_train_data(*make_dataset(tmp_path))
     with pytest.raises(ValueError, match="matcher_weight"):
         train(small_params(steps=2, matcher_weight=1.0), data, outputs_in(tmp_path / "none"))
-    a = fit_matcher(data, steps=2, seed=0, device=CPU, batch_size=8)
-    b = fit_matcher(data, steps=2, seed=1, device=CPU, batch_size=8)
+    a = fit_matcher(data, MatcherParams(steps=2, seed=0, batch_size=8), CPU)
+    b = fit_matcher(data, MatcherParams(steps=2, seed=1, batch_size=8), CPU)
     part = train(small_params(steps=4, matcher_weight=1.0), data, outputs_in(tmp_path / "run"), stop_after=2, matcher=a)
     terms = [h["loss_g_matcher"] for h in part.history]
     assert len(terms) == 2 and all(t > 0 for t in terms)

@@ -8,7 +8,7 @@ attribute metrics are void). One shared trunk with one head per attribute.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass
 
 import numpy as np
 import pandas as pd
@@ -17,7 +17,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from t2i.eval import cache
-from t2i.eval.nets import Trunk, apply, augment, fit, to_input
+from t2i.models.fit import FitSettings, fit
+from t2i.models.trunk import Trunk, apply, augment, to_input
 
 log = logging.getLogger(__name__)
 
@@ -81,9 +82,8 @@ class AttributeClassifier:
         return out
 
 
-def train_classifier(table: pd.DataFrame, images: np.ndarray, steps: int, seed: int,
-                     device: torch.device, batch_size: int = 64,
-                     data_key: str | None = None) -> AttributeClassifier:
+def train_classifier(table: pd.DataFrame, images: np.ndarray, settings: FitSettings,
+                     device: torch.device, data_key: str | None = None) -> AttributeClassifier:
     """Fit on the train split's images; cached under ``data_key`` when it is given."""
     attrs = attributes_in(table)
     if not attrs:
@@ -91,8 +91,8 @@ def train_classifier(table: pd.DataFrame, images: np.ndarray, steps: int, seed: 
     all_labels = image_labels(table, attrs)
     # Classes from the whole table: an unseen-split value still gets a slot.
     classes = {a: sorted(all_labels[a].unique().tolist()) for a in attrs}
-    key = cache.fingerprint("classifier", data_key, steps, seed, batch_size, classes) if data_key else None
-    torch.manual_seed(seed)  # before building: the initial weights are part of the result
+    key = cache.fingerprint("classifier", data_key, *astuple(settings), classes) if data_key else None
+    torch.manual_seed(settings.seed)  # before building: the initial weights are part of the result
     net = _Net(classes).to(device)
     hit = cache.load("classifier", key) if key else None
     if hit is not None:
@@ -109,7 +109,7 @@ def train_classifier(table: pd.DataFrame, images: np.ndarray, steps: int, seed: 
         logits = net(x)
         return sum(F.cross_entropy(logits[a], targets[a][pick].to(device)) for a in attrs)  # type: ignore[return-value]
 
-    fit(net, steps, len(train_idx), batch_size, seed, "classifier", batch_loss)
+    fit(net, settings, len(train_idx), batch_loss, "classifier")
     if key:
         cache.save("classifier", key, net.state_dict(), {"classes": classes})
     return AttributeClassifier(net, classes, device)

@@ -17,6 +17,11 @@ from t2i.config import EvaluateParams
 from t2i.eval.classifier import AttributeClassifier, attributes_in, train_classifier
 from t2i.eval.image_encoder import ImageEncoder, train_image_encoder
 from t2i.eval.sampling import ImageSource, split_seeds
+from t2i.models.fit import FitSettings
+
+
+def judge_fit(params: EvaluateParams) -> FitSettings:
+    return FitSettings(steps=params.classifier_steps, seed=params.seed)
 
 
 @dataclass
@@ -42,16 +47,20 @@ class EvalContext:
     def has_attributes(self) -> bool:
         return bool(attributes_in(self.table))
 
+    @property
+    def judge_fit(self) -> FitSettings:
+        """How both judges are trained: ``evaluate.classifier_steps`` steps from ``evaluate.seed``."""
+        return judge_fit(self.params)
+
     def classifier(self) -> AttributeClassifier:
         if self._classifier is None:
-            self._classifier = train_classifier(self.table, self.images, self.params.classifier_steps,
-                                                self.params.seed, self.device, data_key=self.data_key)
+            self._classifier = train_classifier(self.table, self.images, self.judge_fit, self.device,
+                                                data_key=self.data_key)
         return self._classifier
 
     def encoder(self) -> ImageEncoder:
         if self._encoder is None:
-            self._encoder = train_image_encoder(self.table, self.images, self.text_vectors,
-                                                self.params.classifier_steps, self.params.seed,
+            self._encoder = train_image_encoder(self.table, self.images, self.text_vectors, self.judge_fit,
                                                 self.device, data_key=self.data_key)
         return self._encoder
 

@@ -9,7 +9,7 @@ real test images is the ceiling a generator can reach under this judge.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass
 
 import numpy as np
 import pandas as pd
@@ -18,7 +18,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from t2i.eval import cache
-from t2i.eval.nets import FEATURE_DIM, Trunk, apply, augment, fit, to_input
+from t2i.models.fit import FitSettings, fit
+from t2i.models.trunk import FEATURE_DIM, Trunk, apply, augment, to_input
 
 log = logging.getLogger(__name__)
 TEMPERATURE = 0.05  # fixed: a learnt one wanders in 600 steps and buys nothing here
@@ -55,13 +56,12 @@ def normalize_rows(v: np.ndarray) -> np.ndarray:
 
 
 def train_image_encoder(table: pd.DataFrame, images: np.ndarray, text_vectors: np.ndarray,
-                        steps: int, seed: int, device: torch.device, batch_size: int = 64,
-                        data_key: str | None = None) -> ImageEncoder:
+                        settings: FitSettings, device: torch.device, data_key: str | None = None) -> ImageEncoder:
     """Fit on (train image, one of its captions) pairs; cached under ``data_key`` if given."""
     text_dim = int(text_vectors.shape[1])
-    torch.manual_seed(seed)  # before building: the initial weights are part of the result
+    torch.manual_seed(settings.seed)  # before building: the initial weights are part of the result
     net = _Net(text_dim).to(device)
-    key = cache.fingerprint("image_encoder", data_key, steps, seed, batch_size) if data_key else None
+    key = cache.fingerprint("image_encoder", data_key, *astuple(settings)) if data_key else None
     hit = cache.load("image_encoder", key) if key else None
     if hit is not None:
         net.load_state_dict(hit[0])
@@ -81,7 +81,7 @@ def train_image_encoder(table: pd.DataFrame, images: np.ndarray, text_vectors: n
         target = same / same.sum(1, keepdim=True)
         return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target))
 
-    fit(net, steps, len(rows), batch_size, seed, "image encoder", batch_loss)
+    fit(net, settings, len(rows), batch_loss, "image encoder")
     if key:
         cache.save("image_encoder", key, net.state_dict(), {"text_dim": text_dim})
     return ImageEncoder(net, device)

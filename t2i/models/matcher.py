@@ -4,12 +4,12 @@ AttnGAN's DAMSM idea on sentence vectors: G's loss adds a cross-entropy asking t
 image score its own caption above the caption's one-word misses and word orders (the same
 candidates as D's contrastive term), scored by a network that learned on real images only. D
 learns to check the centre colour slowly, because a text-conditioned D gets one comparison per
-wrong caption while the GAN moves under it (docs/results/tuning.md, sessions 3 and 12); the
-matcher learns it before G starts and does not drift.
+wrong caption while the GAN moves under it (docs/results/tuning.md); the matcher learns it
+before G starts and does not drift.
 
-Trunk: the evaluation judges' CNN (t2i/eval/nets.py). It is a separate network with its own
-seed and loss, trained without attribute labels: the attribute classifier that scores the
-results never sees it.
+Trunk: the small CNN the evaluation judges also use (t2i/models/trunk.py). The matcher's is a
+separate network with its own seed and loss, trained without attribute labels: the attribute
+classifier that scores the results never sees it.
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from t2i.eval.nets import FEATURE_DIM, Trunk, to_work_resolution
 from t2i.models.text_norm import TextNorm
+from t2i.models.trunk import FEATURE_DIM, Trunk, to_work_resolution
 
 EMBED_DIM = 256
 SCALE = 1.0 / 16.0  # scores = <image, text> / 16: logits of a few units at init

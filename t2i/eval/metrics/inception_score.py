@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from t2i.eval.context import EvalContext
 from t2i.eval.inception import SKIP_NOTE, inception, nchw, weights_path
-from t2i.eval.nets import batches
 from t2i.eval.registry import MetricResult, register
+from t2i.models.trunk import batches
 
 
 @register("inception_score")

@@ -9,6 +9,8 @@ images of those captions is the ceiling under this judge; chance is 1 / candidat
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from t2i.eval.context import EvalContext
@@ -16,18 +18,30 @@ from t2i.eval.image_encoder import normalize_rows
 from t2i.eval.registry import MetricResult, register
 
 
-def r_precision(image_emb: np.ndarray, true_rows: np.ndarray, captions: np.ndarray,
-                vectors: np.ndarray, pool: np.ndarray, candidates: int, seed: int) -> float:
-    """image_emb (n, D) unit; true_rows (n,) rows of ``vectors``; pool: rows to draw negatives from."""
-    rng = np.random.default_rng(seed)
-    vecs = normalize_rows(vectors.astype(np.float32))
+@dataclass(frozen=True)
+class Retrieval:
+    """One R-precision task: for image i, rank caption row ``true_rows[i]`` against
+    ``candidates - 1`` rows of ``pool`` with another caption text."""
+    true_rows: np.ndarray  # (n,) rows of ``vectors``
+    captions: np.ndarray   # (n_captions,) caption text per row
+    vectors: np.ndarray    # (n_captions, D) sentence vectors
+    pool: np.ndarray       # rows to draw negatives from
+    candidates: int
+    seed: int
+
+
+def r_precision(image_emb: np.ndarray, task: Retrieval) -> float:
+    """image_emb (n, D) unit vectors -> fraction whose own caption scores highest."""
+    rng = np.random.default_rng(task.seed)
+    vecs = normalize_rows(task.vectors.astype(np.float32))
+    captions, pool = task.captions, task.pool
     hits = 0
-    for i, t in enumerate(true_rows):
+    for i, t in enumerate(task.true_rows):
         negatives = pool[captions[pool] != captions[t]]
-        neg = rng.choice(negatives, size=min(candidates - 1, len(negatives)), replace=False)
+        neg = rng.choice(negatives, size=min(task.candidates - 1, len(negatives)), replace=False)
         sims = vecs[np.concatenate([[t], neg])] @ image_emb[i]  # (candidates,)
         hits += int(sims[0] > sims[1:].max())
-    return hits / len(true_rows)
+    return hits / len(task.true_rows)
 
 
 @register("r_precision")
@@ -41,9 +55,9 @@ def r_precision_metric(ctx: EvalContext) -> MetricResult:
     k = ctx.params.rprecision_candidates
     true_rows = ctx.table.index.get_indexer(rows.index)
     enc = ctx.encoder()
-    args = (true_rows, captions, ctx.text_vectors, pool, k, ctx.params.seed)
-    fake = r_precision(enc.embed(ctx.generated("test")), *args)
-    real = r_precision(enc.embed(ctx.images[rows["image_index"].to_numpy()]), *args)
+    task = Retrieval(true_rows, captions, ctx.text_vectors, pool, k, ctx.params.seed)
+    fake = r_precision(enc.embed(ctx.generated("test")), task)
+    real = r_precision(enc.embed(ctx.images[rows["image_index"].to_numpy()]), task)
     note = None
     if len(set(captions[pool])) < k:
         note = f"only {len(set(captions[pool]))} distinct test captions for {k} candidates"

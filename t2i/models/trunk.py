@@ -1,14 +1,15 @@
-"""The small CNN behind the evaluation judges, and moving uint8 images into it.
+"""The small CNN that reads images for the judges and the matcher, and moving images into it.
 
-Both judges (attribute classifier, contrastive image encoder) use this trunk: four conv blocks
-down to a 4x4 map, flattened (not averaged) so that *where* a colour sits survives - stem vs
-petal colour is a question of position. It works at ``min(R, 64)`` pixels: colours and petal
-counts are readable there, and it keeps evaluation at 128/256 px as cheap as at 32.
+The evaluation judges (attribute classifier, contrastive image encoder, t2i/eval/) and the
+matcher (t2i/models/matcher.py) each train their own copy: conv blocks down to a 4x4 map,
+flattened (not averaged) so that *where* a colour sits survives - stem vs petal colour is a
+question of position. It works at ``min(R, 64)`` pixels: colours and petal counts are readable
+there, and it keeps evaluation at 128/256 px as cheap as at 32. ``augment`` is the mild
+jitter all of them train with; ``t2i.models.fit.fit`` is their shared training loop.
 """
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Iterator
 
 import numpy as np
@@ -16,19 +17,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-log = logging.getLogger(__name__)
-
 WORK_RES_MAX = 64
 FEATURE_DIM = 256
 WIDTH = 16  # 32 read colours no better and cost 3x the CPU time (measured)
-
-
-def pick_device(device: str = "auto") -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("evaluate.device=cuda but no CUDA device is available; use auto or cpu")
-    return torch.device(device)
 
 
 def to_work_resolution(x: torch.Tensor) -> torch.Tensor:
@@ -97,26 +88,3 @@ def apply(fn: Callable[[torch.Tensor], torch.Tensor], images: np.ndarray, device
     if not outs:
         raise ValueError("no images to evaluate")
     return torch.cat(outs).numpy()
-
-
-def fit(net: nn.Module, steps: int, n_rows: int, batch_size: int, seed: int, what: str,
-        batch_loss: Callable[[torch.Tensor, torch.Generator], torch.Tensor]) -> None:
-    """The judges' shared training loop: Adam with a one-cycle schedule over random batches.
-
-    ``batch_loss(pick, gen)`` gets the (B,) row indices of this step and the loop's generator
-    (for augmentation), and returns the scalar loss; ``net`` ends in eval mode.
-    """
-    gen = torch.Generator().manual_seed(seed)
-    opt = torch.optim.Adam(net.parameters(), lr=2e-3)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=3e-3, total_steps=steps)
-    net.train()
-    for step in range(steps):
-        pick = torch.randint(0, n_rows, (batch_size,), generator=gen)
-        loss = batch_loss(pick, gen)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-        if step % 200 == 0 or step == steps - 1:
-            log.info("%s step %d/%d loss %.3f", what, step + 1, steps, float(loss.detach()))
-    net.eval()
