@@ -35,12 +35,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     torch.set_flush_denormal(True)  # small convnets on x86 CPUs slow down 2-10x on denormals
 
-    from t2i.eval.pipeline import ModelNotFoundError, evaluate
+    from t2i.eval.pipeline import evaluate
 
     try:
         flat = evaluate(params, args.prepared, args.embeddings, args.models, args.out,
                         track=not args.no_tracking)
-    except (ModelNotFoundError, FileNotFoundError) as exc:
+    except (FileNotFoundError, ValueError) as exc:  # no model / data yet, or a model that does not fit the data
         print(f"evaluate: error: {exc}", file=sys.stderr)
         return 2
     print(json.dumps(json.loads((args.out / "metrics.json").read_text(encoding="utf-8")), indent=1))

@@ -25,52 +25,50 @@ class CliError(Exception):
     """A user-facing error: printed as one line, no traceback."""
 
 
-def _seeds(seed: int, n: int) -> list[int]:
-    return np.random.default_rng(seed).integers(0, 2**31 - 1, n).tolist()
-
-
-def _load(model: str, device: str):  # -> LoadedModel
+def _load(model: str, device: str):  # -> GenerationPipeline (imported lazily: torch costs seconds)
     import torch
 
-    from t2i.eval.nets import pick_device
-    from t2i.eval.pipeline import ModelNotFoundError, load_model_source
+    from t2i.pipeline import GenerationPipeline
     from t2i.text import EncoderError
 
-    torch.set_flush_denormal(True)
+    torch.set_flush_denormal(True)  # small convnets on x86 CPUs slow down 2-10x on denormals
     try:
-        return load_model_source(model, pick_device(device))
-    except (ModelNotFoundError, EncoderError, ValueError, FileNotFoundError, RuntimeError) as exc:
+        return GenerationPipeline.from_pretrained(model, device)
+    except (EncoderError, ValueError, FileNotFoundError, RuntimeError) as exc:
         raise CliError(str(exc)) from exc
 
 
+def _generate(pipe, captions: list[str], seed: int, n: int) -> np.ndarray:
+    """uint8 (len(captions), n, R, R, 3); the encoder is built lazily, on the first call."""
+    from t2i.text import EncoderError
+
+    try:
+        images = pipe.generate_array(captions, seed, n)  # (len(captions) * n, R, R, 3)
+    except (EncoderError, ValueError) as exc:
+        raise CliError(str(exc)) from exc
+    return images.reshape(len(captions), n, *images.shape[1:])
+
+
 def _write_png(image, path: Path) -> None:  # image: PIL.Image.Image
-    from t2i.eval.report import atomic_write, png_bytes
+    from t2i.atomic import atomic_write
+    from t2i.grids import png_bytes
 
     atomic_write(path, png_bytes(image))
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
+    from t2i.grids import caption_grid
+
     caption = args.caption.strip()
     if not caption:
         raise CliError("the caption is empty: describe the image, e.g. \"a red flower with a yellow stem\"")
     if args.n < 1:
         raise CliError(f"-n must be at least 1, got {args.n}")
-    loaded = _load(args.model, args.device)
-    images = _encode_safely(lambda: loaded.source([caption] * args.n, _seeds(args.seed, args.n)))
-    from t2i.eval.grids import caption_grid
-
-    _write_png(caption_grid(images[None], [caption]), args.output)  # (1, n, R, R, 3)
+    pipe = _load(args.model, args.device)
+    images = _generate(pipe, [caption], args.seed, args.n)  # (1, n, R, R, 3)
+    _write_png(caption_grid(images, [caption]), args.output)
     print(f"wrote {args.output}: {args.n} images of {caption!r} (seed {args.seed})")
     return 0
-
-
-def _encode_safely(fn):  # the encoder is built lazily inside the source
-    from t2i.text import EncoderError
-
-    try:
-        return fn()
-    except (EncoderError, ValueError) as exc:
-        raise CliError(str(exc)) from exc
 
 
 def _read_probe_csv(path: Path, known: tuple[str, ...]) -> pd.DataFrame:
@@ -93,8 +91,8 @@ def _read_probe_csv(path: Path, known: tuple[str, ...]) -> pd.DataFrame:
 def cmd_probe(args: argparse.Namespace) -> int:
     from t2i.config import EvaluateParams, load_section
     from t2i.eval.classifier import ATTRIBUTES, train_classifier
-    from t2i.eval.grids import caption_grid
     from t2i.eval.pipeline import data_fingerprint
+    from t2i.grids import caption_grid
 
     table = _read_probe_csv(args.csv, ATTRIBUTES)
     params = load_section("evaluate", args.params) if Path(args.params).is_file() else EvaluateParams()
@@ -104,16 +102,15 @@ def cmd_probe(args: argparse.Namespace) -> int:
         prepared = load_prepared(args.prepared)
     except FileNotFoundError as exc:
         raise CliError(str(exc)) from exc
-    loaded = _load(args.model, args.device)
+    pipe = _load(args.model, args.device)
     key = data_fingerprint(args.prepared, args.embeddings) if (args.embeddings / "embeddings.npy").is_file() else None
     try:
         clf = train_classifier(prepared.table, prepared.images, params.classifier_steps, params.seed,
-                               loaded.source.device, data_key=key)
+                               pipe.device, data_key=key)
     except ValueError as exc:
         raise CliError(f"{exc}: `t2i probe` needs a dataset with ground truth (synthetic)") from exc
     captions = table["caption"].tolist()
-    seeds = _seeds(args.seed, args.n)
-    images = np.stack([_encode_safely(lambda c=c: loaded.source([c] * args.n, seeds)) for c in captions])
+    images = np.concatenate([_generate(pipe, [c], args.seed, args.n) for c in captions])  # (C, n, R, R, 3)
     all_right, marks = [], []
     per_attr: dict[str, list[float]] = {}
     for i, row in table.iterrows():
@@ -142,8 +139,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = ap.add_subparsers(dest="command", required=True)
 
     def common(p: argparse.ArgumentParser, output: str) -> None:
-        p.add_argument("--model", default="models", help="models/ dir, weights file or MLflow URI (runs:/<id>/generator)")
-        p.add_argument("-n", type=int, default=8, help="images per caption (different noise vectors)")
+        p.add_argument("--model", default="models",
+                       help="models/ dir, runs:/<run_id> or models:/<name>@<alias> (MLflow)")
+        p.add_argument("-n", type=int, default=8, help="images per caption (different noise vectors, at most 64)")
         p.add_argument("-o", "--output", type=Path, default=Path(output), help="PNG grid to write")
         p.add_argument("--seed", type=int, default=0, help="noise seed: same seed, same images")
         p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))

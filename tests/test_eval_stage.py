@@ -27,6 +27,7 @@ def test_stage_writes_every_output(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     encoder = get_encoder("use")
     (tmp_path / "emb").mkdir()
     np.save(tmp_path / "emb" / "embeddings.npy", encoder.encode(ds.table["caption"].tolist()))
+    (tmp_path / "emb" / "encoder.json").write_text(json.dumps(encoder.info()), encoding="utf-8")
     torch.manual_seed(0)
     config = GANConfig(resolution=32, text_dim=encoder.dim, z_dim=8, g_width=32, attention=())
     save_generator(tmp_path / "models", Generator(config),
@@ -65,6 +66,7 @@ def test_stage_says_to_run_dvc_repro_without_a_model(tmp_path: Path, capsys: pyt
     write_prepared(tmp_path / "prepared", ds.table, ds.images, ds.manifest)
     (tmp_path / "emb").mkdir()
     np.save(tmp_path / "emb" / "embeddings.npy", np.zeros((len(ds.table), 4), np.float32))
+    (tmp_path / "emb" / "encoder.json").write_text('{"name": "use", "dim": 4}', encoding="utf-8")
     params = tmp_path / "params.yaml"
     params.write_text("evaluate: {}\n", encoding="utf-8")
     rc = main(["--params", str(params), "--prepared", str(tmp_path / "prepared"), "--embeddings",

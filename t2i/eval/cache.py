@@ -3,7 +3,8 @@
 Experiments that differ only in training params share ``data/prepared`` and
 ``data/embeddings``; retraining the attribute classifier and the image encoder for each would
 cost every ``dvc exp run`` the same ~30 s for the same result. The key hashes the data files and
-the judge's own settings, so a new dataset or a code change (``JUDGE_VERSION``) retrains.
+the judge's own settings (callers hash files with ``t2i.digest.file_digest``), so a new dataset
+or a code change (``JUDGE_VERSION``) retrains.
 Weights go through safetensors: nothing in the cache can run code when loaded.
 """
 
@@ -12,35 +13,19 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import uuid
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
 
+from t2i.atomic import atomic_path, atomic_write
+
 JUDGE_VERSION = 1  # bump when a judge's architecture or training changes
-_FULL_HASH_LIMIT = 256 << 20  # bigger files: size + head + tail (DVC already md5s them)
 
 
 def cache_dir() -> Path:
     return Path(os.environ.get("T2I_CACHE_DIR", ".cache/t2i")) / "eval"
-
-
-def file_digest(path: Path | str) -> str:
-    path = Path(path)
-    h = hashlib.sha256()
-    size = path.stat().st_size
-    h.update(str(size).encode())
-    with path.open("rb") as f:
-        if size <= _FULL_HASH_LIMIT:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                h.update(chunk)
-        else:
-            h.update(f.read(16 << 20))
-            f.seek(-(16 << 20), os.SEEK_END)
-            h.update(f.read())
-    return h.hexdigest()
 
 
 def fingerprint(*parts: Any) -> str:
@@ -57,11 +42,8 @@ def load(kind: str, key: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]] 
 
 
 def save(kind: str, key: str, state: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
-    """Write weights then metadata, each via temp file + rename (meta last marks it complete)."""
+    """Write weights then metadata, each atomically (meta last marks the entry complete)."""
     d = cache_dir()
-    d.mkdir(parents=True, exist_ok=True)
-    tmp = d / f".{kind}-{key}.{uuid.uuid4().hex[:8]}.tmp"
-    save_file({k: v.detach().cpu().contiguous() for k, v in state.items()}, str(tmp))
-    tmp.replace(d / f"{kind}-{key}.safetensors")
-    tmp.write_text(json.dumps(meta, indent=1), encoding="utf-8")
-    tmp.replace(d / f"{kind}-{key}.json")
+    with atomic_path(d / f"{kind}-{key}.safetensors") as tmp:
+        save_file({k: v.detach().cpu().contiguous() for k, v in state.items()}, str(tmp))
+    atomic_write(d / f"{kind}-{key}.json", json.dumps(meta, indent=1).encode())

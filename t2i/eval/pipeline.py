@@ -1,7 +1,7 @@
 """The evaluate stage's work: load model and data, run every metric, write and log the outputs.
 
-``stages/evaluate.py`` only parses arguments and calls ``evaluate``; ``t2i generate`` and
-``t2i probe`` reuse ``load_model_source``.
+``stages/evaluate.py`` only parses arguments and calls ``evaluate``. Images come from the one
+generation pipeline (t2i/pipeline.py), as they do for `t2i generate` and `t2i probe`.
 """
 
 from __future__ import annotations
@@ -9,86 +9,44 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from PIL import Image
 
 from t2i.config import EvaluateParams
+from t2i.device import pick_device
+from t2i.digest import file_digest
 from t2i.eval import cache
 from t2i.eval.classifier import COLOR_ROLES
 from t2i.eval.context import EvalContext
-from t2i.eval.grids import caption_grid
-from t2i.eval.nets import pick_device
 from t2i.eval.registry import MetricResult, run_metrics
 from t2i.eval.report import flat_metrics, write_outputs
-from t2i.eval.sampling import ModelSource, TextLookup, split_seeds, swap_pairs
+from t2i.eval.sampling import split_seeds, swap_pairs
+from t2i.grids import caption_grid
+from t2i.pipeline import GenerationPipeline
+from t2i.text.embed_table import EMBEDDINGS_FILE, load_embeddings
 
 log = logging.getLogger(__name__)
 GRID_PAIRS = 3  # swapped pairs per split in eval/samples.png
 
 
-class ModelNotFoundError(FileNotFoundError):
-    """No trained generator where one was expected."""
-
-
-@dataclass
-class LoadedModel:
-    source: ModelSource
-    config: dict[str, Any]
-    lookup: TextLookup
-
-
-def load_model_source(model: str | Path, device: torch.device, captions: list[str] | None = None,
-                      vectors: np.ndarray | None = None) -> LoadedModel:
-    """Generator + the encoder it was trained with, behind the ImageSource interface.
-
-    Stored vectors (embeddings.npy) are used for captions they cover; anything else is encoded
-    by the encoder named in the model's config.json, so `t2i generate` reproduces training's
-    text pathway exactly.
-    """
-    text = str(model)
-    if not text.startswith(("runs:/", "models:/", "mlflow-artifacts:/")):
-        path = Path(text)
-        config_file = path / "config.json" if path.is_dir() or not path.suffix else path.parent / "config.json"
-        if not config_file.is_file():
-            raise ModelNotFoundError(f"no trained model at {path} (missing {config_file.name}): "
-                                     "train one first with `dvc repro` (or `dvc repro train`)")
-    from t2i.models import load_generator
-
-    generator, config = load_generator(model, device)
-    info = config.get("encoder") or {}
-    text_dim = int(config["model"]["text_dim"])
-    if info.get("dim") is not None and int(info["dim"]) != text_dim:
-        raise ValueError(f"model config is inconsistent: encoder dim {info['dim']} != generator text_dim {text_dim}")
-
-    def make_encoder() -> Any:
-        if not info:
-            raise ValueError("the model's config.json names no encoder: cannot embed new captions")
-        from t2i.text import encoder_from_info
-
-        encoder = encoder_from_info(info, device=device.type)
-        if int(encoder.dim) != text_dim:
-            raise ValueError(f"encoder {info.get('name')!r} gives {encoder.dim}-d vectors but the generator was "
-                             f"trained on {text_dim}-d ones: use the encoder it was trained with")
-        return encoder
-
-    if vectors is not None and vectors.shape[1] != text_dim:
-        raise ValueError(f"data/embeddings has {vectors.shape[1]}-d vectors but the generator expects {text_dim}-d: "
-                         "the embeddings come from another encoder; run `dvc repro`")
-    lookup = TextLookup(captions or [], vectors if vectors is not None else np.zeros((0, text_dim), np.float32),
-                        make_encoder)
-    source = ModelSource(generator, int(config["model"]["z_dim"]), lookup, device)
-    return LoadedModel(source, config, lookup)
+def use_stored_vectors(pipe: GenerationPipeline, captions: list[str], vectors: np.ndarray,
+                       encoder_info: dict[str, Any]) -> None:
+    """Tell the pipeline the embed stage's vectors for the table's captions (exactly the text
+    training saw); captions it does not know, such as swapped ones, it encodes itself."""
+    data_encoder, model_encoder = encoder_info.get("name"), (pipe.saved.get("encoder") or {}).get("name")
+    if data_encoder and model_encoder and data_encoder != model_encoder:
+        raise ValueError(f"data/embeddings was made with {data_encoder!r} but the model was trained on "
+                         f"{model_encoder!r} vectors: run `dvc repro`")
+    pipe.remember(captions, vectors)
 
 
 def data_fingerprint(prepared_dir: Path, embeddings_dir: Path) -> str:
     """Cache key of the judges: the bytes they are trained on (shared by stage and `t2i probe`)."""
-    return cache.fingerprint(*(cache.file_digest(p) for p in (
-        prepared_dir / "captions.parquet", prepared_dir / "images.npy", embeddings_dir / "embeddings.npy")))
+    return cache.fingerprint(*(file_digest(p) for p in (
+        prepared_dir / "captions.parquet", prepared_dir / "images.npy", embeddings_dir / EMBEDDINGS_FILE)))
 
 
 def samples_grid(ctx: EvalContext) -> Image.Image:
@@ -130,21 +88,21 @@ def evaluate(params: EvaluateParams, prepared_dir: Path, embeddings_dir: Path, m
     from t2i.data.prepared import load_prepared
 
     t0 = time.perf_counter()
-    device = pick_device(params.device)
+    device = pick_device(params.device, key="evaluate.device")
+    pipe = GenerationPipeline.from_pretrained(model_dir, device)  # a missing model fails first, by name
     prepared = load_prepared(prepared_dir)
-    vectors = np.load(embeddings_dir / "embeddings.npy", mmap_mode="r")  # (n_captions, D)
-    model = load_model_source(model_dir, device, prepared.table["caption"].tolist(), vectors)
+    vectors, encoder_info = load_embeddings(embeddings_dir)  # (n_captions, D) memmap
+    use_stored_vectors(pipe, prepared.table["caption"].tolist(), vectors, encoder_info)
     data_key = data_fingerprint(prepared_dir, embeddings_dir)
-    ctx = EvalContext(prepared.table, prepared.images, vectors, model.source, params, device, data_key)
+    ctx = EvalContext(prepared.table, prepared.images, vectors, pipe.generate_with_seeds, params, device, data_key)
     results: list[MetricResult] = run_metrics(ctx)
     grids = {"samples.png": samples_grid(ctx)}
-    facts = {"model step": model.config.get("step"), "encoder": (model.config.get("encoder") or {}).get("name"),
-             "resolution": prepared.resolution, "device": str(device),
-             "seconds": round(time.perf_counter() - t0, 1)}
+    facts = {"model step": pipe.step, "encoder": pipe.encoder_name, "resolution": prepared.resolution,
+             "device": str(device), "seconds": round(time.perf_counter() - t0, 1)}
     paths = write_outputs(out_dir, results, grids, facts)
     flat = flat_metrics(results)
     if track:
-        log_to_mlflow(model_dir, flat, grids, paths, int(model.config.get("step") or 0))
+        log_to_mlflow(model_dir, flat, grids, paths, int(pipe.step or 0))
     return flat
 
 

@@ -1,49 +1,29 @@
 """Evaluate's outputs: eval/metrics.json, eval/plots/, eval/samples.png, eval/report.html.
 
-Every file is written to a temp file in its directory and renamed over the target, so an
-interrupted run never leaves a half-written metrics file for ``dvc metrics show`` to read.
+Every file goes through ``t2i.atomic.atomic_write``, so an interrupted run never leaves a
+half-written metrics file for ``dvc metrics show`` to read.
 """
 
 from __future__ import annotations
 
 import base64
 import html
-import io
 import json
 import math
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 from PIL import Image
 
+from t2i.atomic import atomic_write
 from t2i.eval.registry import MetricResult
+from t2i.grids import png_bytes
 
 PLOTS_DIR = "plots"
 ATTRIBUTE_PLOT = "attribute_accuracy.csv"
 CAPTION_KIND_PLOT = "caption_kinds.csv"
 TEMPLATE_PLOT = "templates.csv"
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; outputs are meant to be read by others
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def png_bytes(image: Image.Image) -> bytes:
-    buf = io.BytesIO()
-    image.save(buf, format="PNG", optimize=False)  # no optimize: same pixels -> same bytes, fast
-    return buf.getvalue()
 
 
 def _round(v: float) -> float | None:

@@ -1,7 +1,12 @@
-"""Image grids with the caption written beside each row (eval/samples.png, `t2i generate`)."""
+"""The one grid renderer: sample images in rows with each row's caption written beside it.
+
+eval/samples.png, `t2i generate`, `t2i probe` and the training sample grids all draw through
+``caption_grid`` (numpy + PIL only, so every layer may use it).
+"""
 
 from __future__ import annotations
 
+import io
 from collections.abc import Sequence
 
 import numpy as np
@@ -46,3 +51,10 @@ def caption_grid(images: np.ndarray, captions: Sequence[str], marks: Sequence[st
                 tile = tile.resize((cell, cell), Image.Resampling.NEAREST)
             canvas.paste(tile, (TEXT_WIDTH + pad + c * (cell + pad), y))
     return canvas
+
+
+def png_bytes(image: Image.Image) -> bytes:
+    """PNG encoding of ``image``; no optimize pass: the same pixels give the same bytes, fast."""
+    buf = io.BytesIO()
+    image.save(buf, format="PNG", optimize=False)
+    return buf.getvalue()
