@@ -18,7 +18,6 @@ for ``t2i.tracking`` to apply.
 from __future__ import annotations
 
 import base64
-import io
 import shutil
 import tempfile
 from collections.abc import Mapping
@@ -57,9 +56,9 @@ def png_b64(image: np.ndarray) -> str:
     """uint8 (R, R, 3) -> base64 PNG text."""
     from PIL import Image
 
-    buf = io.BytesIO()
-    Image.fromarray(image).save(buf, format="PNG")
-    return base64.b64encode(buf.getvalue()).decode("ascii")
+    from t2i.grids import png_bytes
+
+    return base64.b64encode(png_bytes(Image.fromarray(image))).decode("ascii")
 
 
 def _captions(model_input: Any) -> list[str]:

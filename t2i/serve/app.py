@@ -14,7 +14,6 @@ model refuses); generation runs one request at a time (the CPU has no room for t
 from __future__ import annotations
 
 import base64
-import io
 import threading
 from pathlib import Path
 from typing import Any
@@ -23,8 +22,10 @@ import numpy as np
 from fastapi import FastAPI, HTTPException, Query
 from fastapi.responses import FileResponse, Response
 from fastapi.staticfiles import StaticFiles
+from PIL import Image
 from pydantic import BaseModel, Field, model_validator
 
+from t2i.grids import caption_grid, png_bytes
 from t2i.pipeline import GenerationPipeline
 from t2i.serve.captions import swapped_caption
 from t2i.serve.judge import Judge, load_judge
@@ -60,11 +61,7 @@ class GenerateRequest(BaseModel):
 
 def png_b64(image: np.ndarray) -> str:
     """uint8 (R, R, 3) -> base64 PNG text."""
-    from PIL import Image
-
-    buf = io.BytesIO()
-    Image.fromarray(image).save(buf, format="PNG")
-    return base64.b64encode(buf.getvalue()).decode("ascii")
+    return base64.b64encode(png_bytes(Image.fromarray(image))).decode("ascii")
 
 
 class Server:
@@ -131,13 +128,9 @@ def _routes(app: FastAPI, server: Server) -> None:
                      n: int = Query(4, ge=1), seed: int = Query(0, ge=0, lt=2**32)) -> Response:
         if not caption.strip():
             raise HTTPException(422, "the caption is empty: describe the image, e.g. \"a red flower with a yellow stem\"")
-        from t2i.eval.grids import caption_grid
-
         images = server.generate([caption.strip()], n, seed)
         grid = caption_grid(images[None], [caption.strip()])  # (1, n, R, R, 3)
-        buf = io.BytesIO()
-        grid.save(buf, format="PNG")
-        return Response(buf.getvalue(), media_type="image/png")
+        return Response(png_bytes(grid), media_type="image/png")
 
 
 def create_app(source: str | Path | GenerationPipeline, device: str = "auto", judge: str = "auto") -> FastAPI:
