@@ -77,7 +77,7 @@ def _decide(head: tuple[str, float] | None, champ: Any | None, force: bool) -> t
 
 def register_and_promote(model_uri: str, metrics: Mapping[str, float], name: str = MODEL_NAME,
                          alias: str = ALIAS, force: bool = False, tracking_uri: str | None = None) -> Decision:
-    """Register ``model_uri`` (``runs:/<id>/generator_pyfunc`` or ``models:/m-...``) as a new
+    """Register ``model_uri`` (``models:/m-...`` or ``runs:/<id>/generator_pyfunc``) as a new
     version of ``name``; point ``alias`` at it when its headline metric beats the current one."""
     import mlflow
 
@@ -95,16 +95,32 @@ def register_and_promote(model_uri: str, metrics: Mapping[str, float], name: str
         client.set_registered_model_alias(name, alias, str(version))
     c_value = champ.tags.get(VALUE_TAG) if champ is not None else None
     return Decision(name, str(version), head[0] if head else None, head[1] if head else None,
-                    champ.version if champ is not None else None, float(c_value) if c_value else None,
+                    str(champ.version) if champ is not None else None, float(c_value) if c_value else None,
                     promoted, reason)
+
+
+def register_run(run_id: str, metrics: Mapping[str, float], force: bool = False,
+                 tracking_uri: str | None = None) -> Decision:
+    """``register_and_promote`` for the pyfunc model the train stage logged in ``run_id``
+    (its URI is the run's ``t2i.pyfunc_uri`` tag)."""
+    import mlflow
+
+    from t2i.mlflow_model import PYFUNC_URI_TAG
+
+    if tracking_uri:
+        mlflow.set_tracking_uri(tracking_uri)
+    uri = mlflow.MlflowClient().get_run(run_id).data.tags.get(PYFUNC_URI_TAG)
+    if not uri:
+        raise LookupError(f"run {run_id} has no {PYFUNC_URI_TAG} tag: the train stage logged no pyfunc model "
+                          "(t2i.mlflow_model.log_to_run)")
+    return register_and_promote(uri, metrics, force=force)
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m t2i.champion", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("model_uri", help="runs:/<run_id>/generator_pyfunc (or models:/m-...)")
+    ap.add_argument("run_id", help="the MLflow run that trained the model (models/mlflow_run.json)")
     ap.add_argument("--metrics", default="eval/metrics.json", help="evaluate's flat metrics JSON")
-    ap.add_argument("--name", default=MODEL_NAME)
     ap.add_argument("--force", action="store_true", help="move the alias whatever the metric says")
     args = ap.parse_args(argv)
     from t2i.tracking import tracking_uri
@@ -115,7 +131,11 @@ def main(argv: list[str] | None = None) -> int:
     except FileNotFoundError:
         print(f"t2i.champion: error: {args.metrics} not found: run the evaluate stage first", file=sys.stderr)
         return 2
-    decision = register_and_promote(args.model_uri, metrics, args.name, force=args.force, tracking_uri=tracking_uri())
+    try:
+        decision = register_run(args.run_id, metrics, force=args.force, tracking_uri=tracking_uri())
+    except LookupError as exc:
+        print(f"t2i.champion: error: {exc}", file=sys.stderr)
+        return 2
     print(json.dumps(asdict(decision), indent=1))
     return 0
 

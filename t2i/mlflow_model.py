@@ -27,7 +27,8 @@ from typing import Any
 import mlflow
 import numpy as np
 
-PYFUNC_NAME = "generator_pyfunc"  # runs:/<run_id>/generator_pyfunc
+PYFUNC_NAME = "generator_pyfunc"
+PYFUNC_URI_TAG = "t2i.pyfunc_uri"  # run tag: the logged model's models:/m-... URI
 INPUT_EXAMPLE = ["a red flower with a yellow stem"]
 DEFAULT_PARAMS = {"n": 1, "seed": 0}
 MODEL_FILES = ("config.json", "*.safetensors")  # what GenerationPipeline.from_pretrained reads
@@ -87,7 +88,7 @@ class GeneratorModel(mlflow.pyfunc.PythonModel):
         self.pipe = GenerationPipeline.from_pretrained(context.artifacts["models"],
                                                        device=os.environ.get("T2I_DEVICE", "auto"))
 
-    def predict(self, context: Any, model_input: Any, params: dict[str, Any] | None = None) -> list[str]:
+    def predict(self, context: Any, model_input: list[str], params: dict[str, Any] | None = None) -> list[str]:
         from mlflow.exceptions import MlflowException
         from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 
@@ -137,6 +138,8 @@ def log_generator_pyfunc(models_dir: Path | str, name: str = PYFUNC_NAME, valida
     with tempfile.TemporaryDirectory() as tmp:
         staged = Path(tmp) / "models"
         staged.mkdir()
+        code = Path(tmp) / "t2i"  # the package without caches: the code the model runs with
+        shutil.copytree(Path(t2i.__file__).parent, code, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
         for pattern in MODEL_FILES:
             for f in models_dir.glob(pattern):
                 shutil.copy2(f, staged / f.name)
@@ -146,7 +149,7 @@ def log_generator_pyfunc(models_dir: Path | str, name: str = PYFUNC_NAME, valida
             name=name,
             python_model=GeneratorModel(),
             artifacts={"models": str(staged)},
-            code_paths=[str(Path(t2i.__file__).parent)],
+            code_paths=[str(code)],
             signature=signature(),
             input_example=(INPUT_EXAMPLE, DEFAULT_PARAMS) if validate else None,
             pip_requirements=_pip_requirements(),
@@ -163,7 +166,7 @@ def log_to_run(models_dir: Path | str, run_id: str, tracking_uri: str | None = N
     mlflow.set_experiment(experiment_id=run.info.experiment_id)
     with mlflow.start_run(run_id=run_id):
         uri = log_generator_pyfunc(models_dir, name)
-    mlflow.MlflowClient().set_tag(run_id, "t2i.pyfunc_uri", f"runs:/{run_id}/{name}")
+    mlflow.MlflowClient().set_tag(run_id, PYFUNC_URI_TAG, uri)  # what the evaluate stage registers
     return uri
 
 
