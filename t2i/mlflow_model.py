@@ -11,7 +11,7 @@ safetensors weights: nothing is unpickled but the small wrapper class), and it l
 package travels with the model (``code_paths``), so it serves wherever t2i's dependencies are
 installed.
 
-Also here: how a run looks in the MLflow UI (the experiment kind tag, the loss section name),
+Also here: how a run looks in the MLflow UI (the experiment kind tag, the training section name),
 for ``t2i.tracking`` to apply.
 """
 
@@ -33,14 +33,19 @@ INPUT_EXAMPLE = ["a red flower with a yellow stem"]
 DEFAULT_PARAMS = {"n": 1, "seed": 0}
 MODEL_FILES = ("config.json", "*.safetensors")  # what GenerationPipeline.from_pretrained reads
 
-# The MLflow 3 UI picks an experiment's view from this tag; without it an experiment with no
-# traces is still shown in the GenAI layout. "custom_model_development" = the training view.
+# Which layout the MLflow UI shows (GenAI or model training). MLflow 3.0-3.x UIs read the
+# experiment tag; the 3.17 UI reads a global switch instead (browser localStorage, default
+# GenAI) that the URL parameter ``workflowType=machine_learning`` sets and keeps. So: tag the
+# experiment, and link to it with ``ui_url`` (which carries the parameter).
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 EXPERIMENT_KIND = "custom_model_development"
-# The UI groups metric charts into sections by the key's prefix before the last "/", sorts the
-# named sections with JavaScript's default (code-unit) sort and puts unprefixed metrics after
-# them. "Losses/" sorts before every lower-case prefix ("eval/"), so loss curves come first.
-LOSS_SECTION = "Losses"
+UI_WORKFLOW_PARAM = "workflowType=machine_learning"
+# The UI groups metric charts into sections by the key's prefix before the last "/" and orders
+# the sections by name (case-insensitively on the run page, by code unit in the experiment's
+# chart view), unprefixed metrics last. Per-step training values (losses, D/G statistics,
+# images/s) go under "batch/": it sorts before evaluate's "eval/..." both ways, so the loss
+# curves are the first charts instead of one-point evaluation charts.
+TRAIN_SECTION = "batch"
 
 
 def experiment_view_tags() -> dict[str, str]:
@@ -48,9 +53,15 @@ def experiment_view_tags() -> dict[str, str]:
     return {EXPERIMENT_KIND_TAG: EXPERIMENT_KIND}
 
 
-def loss_metric_key(name: str) -> str:
-    """``loss_d`` -> ``Losses/loss_d``: the key a training loss is logged under."""
-    return f"{LOSS_SECTION}/{name}"
+def ui_url(base: str, experiment_id: str, run_id: str | None = None) -> str:
+    """Link to an experiment (or a run's charts) that opens the UI's model-training layout."""
+    path = f"#/experiments/{experiment_id}" + (f"/runs/{run_id}/model-metrics" if run_id else "")
+    return f"{base.rstrip('/')}/{path}?{UI_WORKFLOW_PARAM}"
+
+
+def train_metric_key(name: str) -> str:
+    """``loss_d`` -> ``batch/loss_d``: the key a per-step training value is logged under."""
+    return f"{TRAIN_SECTION}/{name}"
 
 
 def png_b64(image: np.ndarray) -> str:

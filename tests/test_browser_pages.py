@@ -59,10 +59,10 @@ def browser() -> Iterator[Any]:
         b.close()
 
 
-def _offline_page(browser: Any) -> tuple[Any, list[str]]:
+def _offline_page(browser: Any, height: int = 700) -> tuple[Any, list[str]]:
     """A page that may only reach 127.0.0.1 and local files; returns it and the blocked URLs."""
     blocked: list[str] = []
-    page = browser.new_page(viewport={"width": 900, "height": 700})
+    page = browser.new_page(viewport={"width": 900, "height": height})
 
     def route(r: Any) -> None:
         url = r.request.url
@@ -270,7 +270,7 @@ def test_dvc_plots_show_renders_offline(browser: Any, project: Path) -> None:
 def test_mlflow_ui_shows_the_run_and_its_samples(browser: Any, project: Path) -> None:
     import mlflow
 
-    from t2i.mlflow_model import experiment_view_tags, loss_metric_key
+    from t2i.mlflow_model import experiment_view_tags, train_metric_key, ui_url
 
     uri = f"sqlite:///{project / 'mlflow.db'}"
     client = mlflow.MlflowClient(uri)
@@ -278,7 +278,7 @@ def test_mlflow_ui_shows_the_run_and_its_samples(browser: Any, project: Path) ->
                                       tags=experiment_view_tags())
     run = client.create_run(exp_id, run_name="browser-run")
     for step in (0, 10, 20):
-        client.log_metric(run.info.run_id, loss_metric_key("loss_d"), 1.0 - step / 40, step=step)
+        client.log_metric(run.info.run_id, train_metric_key("loss_d"), 1.0 - step / 40, step=step)
     client.log_metric(run.info.run_id, "eval/test/attr_all", 0.6, step=20)  # as evaluate logs it
     grid = _write_eval(project) / "samples.png"
     client.log_image(run.info.run_id, Image.open(grid), key="samples", step=20)
@@ -288,15 +288,17 @@ def test_mlflow_ui_shows_the_run_and_its_samples(browser: Any, project: Path) ->
            "--host", "127.0.0.1", "--port", str(port)]
     proc = _start(cmd, f"http://127.0.0.1:{port}/health", _env(MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false"), project)
     try:
-        page, blocked = _offline_page(browser)
+        page, blocked = _offline_page(browser, height=2400)  # charts below the fold are not drawn
         page.set_default_timeout(30_000)
-        page.goto(f"http://127.0.0.1:{port}/#/experiments/{exp_id}/runs/{run.info.run_id}/model-metrics")
+        page.goto(ui_url(f"http://127.0.0.1:{port}", exp_id, run.info.run_id))
         page.get_by_text("browser-run").first.wait_for()
+        page.get_by_text("Model registry", exact=True).first.wait_for()  # the model-training layout
+        assert page.get_by_text("Judges", exact=True).count() == 0  # not the GenAI one
         page.wait_for_function("[...document.querySelectorAll('img')].some(i => i.src.includes('get-artifact') "
                                "&& i.src.includes('samples') && i.complete && i.naturalWidth > 64)")
-        page.get_by_text("Losses", exact=True).first.wait_for()
+        page.get_by_text("eval/test", exact=True).first.wait_for()
         text = page.inner_text("body")
-        assert 0 <= text.index("Losses") < text.index("eval/test")  # the loss section comes first
+        assert 0 <= text.index("loss_d") < text.index("attr_all")  # the loss curves come first
         assert blocked == []
         page.close()
     finally:

@@ -43,7 +43,8 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     root = tmp_path_factory.mktemp("mlflow")
     uri = f"sqlite:///{root / 'mlflow.db'}"
     mlflow.set_tracking_uri(uri)
-    exp = mlflow.set_experiment("t2i-test")
+    exp_id = mlflow.MlflowClient().create_experiment("t2i-test", artifact_location=(root / "artifacts").as_uri())
+    exp = mlflow.set_experiment(experiment_id=exp_id)
     with mlflow.start_run() as run:
         pass
     models = save_tiny(root / "models")
