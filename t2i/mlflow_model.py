@@ -9,7 +9,7 @@ The model's artifacts are the models/ files the generation pipeline reads (confi
 safetensors weights: nothing is unpickled but the small wrapper class), and it loads through
 ``GenerationPipeline``, so a served model draws exactly what `t2i generate` draws. The t2i
 package travels with the model (``code_paths``), so it serves wherever t2i's dependencies are
-installed.
+installed. ``T2I_DEVICE`` (auto | cpu | cuda) picks the device it generates on.
 
 Also here: how a run looks in the MLflow UI (the experiment kind tag, the training section name),
 for ``t2i.tracking`` to apply.
@@ -33,10 +33,10 @@ INPUT_EXAMPLE = ["a red flower with a yellow stem"]
 DEFAULT_PARAMS = {"n": 1, "seed": 0}
 MODEL_FILES = ("config.json", "*.safetensors")  # what GenerationPipeline.from_pretrained reads
 
-# Which layout the MLflow UI shows (GenAI or model training). MLflow 3.0-3.x UIs read the
-# experiment tag; the 3.17 UI reads a global switch instead (browser localStorage, default
-# GenAI) that the URL parameter ``workflowType=machine_learning`` sets and keeps. So: tag the
-# experiment, and link to it with ``ui_url`` (which carries the parameter).
+# Which layout the MLflow UI shows (GenAI or model training). The UI's code takes it from this
+# experiment tag only while its workflow switch is off; in 3.17.2 the switch is on and global
+# (browser localStorage, default GenAI), and the URL parameter ``workflowType=machine_learning``
+# sets it and keeps it. So: tag the experiment, and link to it with ``ui_url``.
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 EXPERIMENT_KIND = "custom_model_development"
 UI_WORKFLOW_PARAM = "workflowType=machine_learning"
