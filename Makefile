@@ -12,7 +12,10 @@ export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS := 120
 export MLFLOW_DISABLE_TELEMETRY := true
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: setup setup-dev quickstart repro test bench
+.PHONY: setup setup-dev quickstart repro test bench serve plots browser-check
+
+# Offline page for `dvc plots show` (Vega inlined, ~0.9 MB: generated, not committed; .dvc/config names it)
+PLOTS_TEMPLATE := .dvc/tmp/t2i-plots-template.html
 
 $(VENV)/.base: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -24,8 +27,11 @@ $(VENV)/.dev: $(VENV)/.base
 	$(BIN)/pip install -c constraints.txt -e ".[dev,tfhub]"
 	touch $@
 
-setup: $(VENV)/.base
-setup-dev: $(VENV)/.dev
+$(PLOTS_TEMPLATE): $(VENV)/.base
+	$(BIN)/python -m t2i.dvc_plots $@
+
+setup: $(VENV)/.base $(PLOTS_TEMPLATE)
+setup-dev: $(VENV)/.dev $(PLOTS_TEMPLATE)
 
 quickstart: setup repro
 
@@ -33,8 +39,19 @@ repro:
 	dvc repro
 	python -m t2i.summary
 
-test: setup-dev
+test: setup-dev browser-check
 	python -m pytest -q
+
+# The browser tests drive Debian's `chromium` (apt-get install chromium; .ci/run does it).
+browser-check:
+	@command -v chromium >/dev/null || [ -x /usr/bin/chromium ] || \
+	  echo "warning: no chromium: the browser tests will skip (fail under CI=true); apt-get install chromium"
+
+serve: setup
+	t2i serve
+
+plots: setup
+	dvc plots show
 
 bench: setup-dev
 	python benchmarks/embed.py

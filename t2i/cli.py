@@ -160,10 +160,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--embeddings", type=Path, default=Path("data/embeddings"))
     p.add_argument("--params", default="params.yaml")
     p.set_defaults(fn=cmd_probe, n=4)
+    sub.add_parser("serve", help="a page and a JSON/PNG API on 127.0.0.1 (t2i serve -h)")  # parsed in t2i.serve
     return ap
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["serve"]:  # its options live with the app: t2i/serve/__init__.py
+        from t2i.serve import main as serve
+
+        return serve(argv[1:])
     args = build_parser().parse_args(argv)
     try:
         return int(args.fn(args))
