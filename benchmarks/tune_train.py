@@ -65,7 +65,8 @@ def main() -> None:
 
     t0 = time.perf_counter()
     matcher = Matcher.load(args.matcher or args.project / "data" / "matcher") if train_params.loss.matcher_weight > 0 else None
-    outputs = Outputs(models=out / "models", checkpoints=out / "checkpoints", losses_csv=out / "losses.csv")
+    outputs = Outputs(models=out / "models", checkpoints=out / "checkpoints", losses_csv=out / "losses.csv",
+                      sample_dir=out / "samples")
     result = loop.train(train_params, data, outputs, matcher=matcher, runtime=runtime)
     train_s = time.perf_counter() - t0
     t0 = time.perf_counter()

@@ -37,7 +37,7 @@ def main() -> int:
         return 2
     device = setup_runtime(p.device, "fp32", False, p.threads, key="matcher.device").device  # as train sets them up
     t0 = time.perf_counter()
-    matcher = fit_matcher(data, p.steps, p.seed, device, p.candidates, p.word_orders, p.batch_size, p.width)
+    matcher = fit_matcher(data, p, device)
     with atomic_dir(OUT) as tmp:
         matcher.save(tmp)
     print(json.dumps({"steps": p.steps, "seconds": round(time.perf_counter() - t0, 1), "device": str(device), "out": str(OUT)}))

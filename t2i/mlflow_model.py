@@ -27,6 +27,8 @@ from typing import Any
 import mlflow
 import numpy as np
 
+from t2i.tracking import EXPERIMENT_KIND, EXPERIMENT_KIND_TAG
+
 PYFUNC_NAME = "generator_pyfunc"
 PYFUNC_URI_TAG = "t2i.pyfunc_uri"  # run tag: the logged model's models:/m-... URI
 INPUT_EXAMPLE = ["a red flower with a yellow stem"]
@@ -37,15 +39,13 @@ MODEL_FILES = ("config.json", "*.safetensors")  # what GenerationPipeline.from_p
 # experiment tag only while its workflow switch is off; in 3.17.2 the switch is on and global
 # (browser localStorage, default GenAI), and the URL parameter ``workflowType=machine_learning``
 # sets it and keeps it. So: tag the experiment, and link to it with ``ui_url``.
-EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
-EXPERIMENT_KIND = "custom_model_development"
 UI_WORKFLOW_PARAM = "workflowType=machine_learning"
 # The UI groups metric charts into sections by the key's prefix before the last "/" and orders
 # the sections by name (case-insensitively on the run page, by code unit in the experiment's
 # chart view), unprefixed metrics last. Per-step training values (losses, D/G statistics,
 # images/s) go under "batch/": it sorts before evaluate's "eval/..." both ways, so the loss
 # curves are the first charts instead of one-point evaluation charts.
-TRAIN_SECTION = "batch"
+TRAIN_SECTION = "batch"  # t2i/train/loop.py METRIC_SECTION logs under it
 
 
 def experiment_view_tags() -> dict[str, str]:

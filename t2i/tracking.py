@@ -34,6 +34,13 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from t2i.nesting import flatten
+
+# The experiment opens in the MLflow UI's model-training layout, not the GenAI one (see
+# t2i/mlflow_model.py for how the UI chooses).
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
+
 if TYPE_CHECKING:  # imported lazily at run time: mlflow + torch cost seconds
     import PIL.Image
     import torch
@@ -78,16 +85,7 @@ def tracking_uri() -> str:
 
 def flatten_params(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     """``{"train": {"lr": 1}}`` -> ``{"train.lr": 1}``; pydantic models are dumped first."""
-    out: dict[str, Any] = {}
-    for key, value in d.items():
-        if hasattr(value, "model_dump"):
-            value = value.model_dump()
-        name = f"{prefix}{key}"
-        if isinstance(value, Mapping):
-            out.update(flatten_params(value, prefix=f"{name}."))
-        else:
-            out[name] = value
-    return out
+    return flatten(d, ".", prefix)
 
 
 def _git(*args: str) -> str | None:
@@ -321,6 +319,13 @@ class Run:
         self.flush()
         self._call("log_generator", log)
 
+    def log_with(self, what: str, log: Callable[[str, str], Any]) -> None:
+        """A synchronous logging call made by another module (``log(run_id, tracking_uri)``, e.g.
+        the pyfunc model of t2i/mlflow_model.py), under this run's rules: queued calls first, one
+        bounded try, skipped while the server is down."""
+        self.flush()
+        self._call(what, lambda: log(self.run_id, self.tracking_uri))
+
     def set_tags(self, tags: Mapping[str, Any]) -> None:
         from mlflow.entities import RunTag
 
@@ -437,7 +442,10 @@ def start_run(experiment: str, run_name: str | None, params: Mapping[str, Any], 
     _check_reachable(uri, client)
     try:
         exp = client.get_experiment_by_name(experiment)
-        experiment_id = exp.experiment_id if exp else client.create_experiment(experiment)
+        if exp is None:  # opens in the UI's model-training view, not the GenAI one
+            experiment_id = client.create_experiment(experiment, tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
+        else:
+            experiment_id = exp.experiment_id
         close_dead_runs(client, experiment_id)
         all_tags = {**default_tags(), **{k: str(v) for k, v in tags.items()}, **_owner_tags()}
         info = client.create_run(experiment_id, run_name=run_name or default_run_name(), tags=all_tags).info

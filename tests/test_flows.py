@@ -101,7 +101,7 @@ def test_stage_order_follows_deps_not_file_order(toy_repo: Path) -> None:
 
 def test_apply_overrides_keeps_comments_and_validates(toy_repo: Path) -> None:
     params = toy_repo / "params.yaml"
-    orch.apply_overrides(params, {"train.steps": "7", "train.attention": []})
+    orch.apply_overrides(params, {"train.steps": "7", "train.model.attention": []})
     assert "# 13 fails" in params.read_text() and "steps: 7" in params.read_text()
     with pytest.raises(ValueError, match="train.stepz"):
         orch.apply_overrides(params, {"train.stepz": 1})
@@ -204,6 +204,6 @@ def test_sweep_real_stages_two_points(prefect_harness: None, real_project: Path)
 
     metric = next(iter(orch.numeric_metrics(orch.read_json(real_project / "eval" / "metrics.json") or {"x": 0})))
     # lr_g, not steps: a steps change makes the train stage resume from its persisted checkpoint.
-    result = sweep(grid={"train.lr_g": [0.0002, 0.0001]}, metric=metric, prefix="e2e", project_dir=str(real_project))
+    result = sweep(grid={"train.optim.lr_g": [0.0002, 0.0001]}, metric=metric, prefix="e2e", project_dir=str(real_project))
     assert {"e2e-0", "e2e-1"} <= set(orch.list_experiments(real_project))
     assert all("failed" not in r for r in result["rows"]), result["rows"]

@@ -19,14 +19,17 @@ ROOT = Path(__file__).resolve().parents[1]
 # Lowest first. A module takes the level of the longest prefix listed here ("t2i" alone is the
 # package itself, not a catch-all: a new top-level module must be placed explicitly).
 LAYERS: list[tuple[str, ...]] = [
-    ("t2i", "t2i.atomic", "t2i.config", "t2i.device", "t2i.digest", "t2i.grids", "t2i.nesting",
-     "t2i.tracking"),
+    ("t2i", "t2i.atomic", "t2i.config", "t2i.device", "t2i.digest", "t2i.dvc_plots", "t2i.grids", "t2i.nesting",
+     "t2i.run_lock", "t2i.safe_load", "t2i.tracking", "t2i.tracking_queue"),
     ("t2i.data",),
     ("t2i.text",),
     ("t2i.models",),
     ("t2i.pipeline",),
+    ("t2i.mlflow_model",),  # the pipeline as an MLflow pyfunc model
+    ("t2i.champion",),      # its registered versions and the champion alias
     ("t2i.train", "t2i.eval"),
     ("t2i.orchestration", "t2i.project_copy", "t2i.summary"),  # helpers of the flows and tests
+    ("t2i.serve",),
     ("t2i.cli", "stages", "flows"),
 ]
 LEVEL = {prefix: i for i, names in enumerate(LAYERS) for prefix in names}

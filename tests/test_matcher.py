@@ -13,7 +13,7 @@ from t2i.train import load_train_data, train
 from t2i.train.data import TrainData
 from t2i.train.losses import match_ce
 from t2i.train.matcher import fit_matcher
-from t2i.train.step import candidate_rows
+from t2i.train.negatives import candidate_rows
 
 from test_train_fixtures import make_dataset, outputs_in, small_params
 
@@ -23,8 +23,9 @@ CPU = torch.device("cpu")
 def _wins(matcher: Matcher, data: TrainData) -> float:
     """Share of train captions its image scores above every one of its one-word misses."""
     rows = torch.arange(len(data.text))
-    cand, valid = candidate_rows(data, rows, 8, 0, torch.Generator().manual_seed(1))  # (M, 8)
-    real, text, _ = data.batch(rows, CPU, channels_last=False)
+    cand, valid = candidate_rows(data.relations, rows, 8, 0, torch.Generator().manual_seed(1))  # (M, 8)
+    batch = data.batch(rows, CPU, channels_last=False)
+    real, text = batch.images, batch.text
     with torch.no_grad():
         true = matcher(real, text)  # (M,)
         other = matcher(real, data.text[cand.flatten()], rows.repeat_interleave(cand.shape[1])).view_as(cand)
@@ -49,7 +50,8 @@ def test_saved_matcher_loads_with_the_same_scores_and_a_missing_one_names_the_st
     m = fit_matcher(data, MatcherParams(steps=3, seed=0, batch_size=8), CPU)
     m.save(tmp_path / "matcher")
     back = Matcher.load(tmp_path / "matcher")
-    real, text, _ = data.batch(torch.arange(6), CPU, channels_last=False)
+    batch = data.batch(torch.arange(6), CPU, channels_last=False)
+    real, text = batch.images, batch.text
     with torch.no_grad():
         assert torch.equal(m(real, text), back(real, text))
     with pytest.raises(FileNotFoundError, match="dvc repro matcher"):
@@ -77,13 +79,13 @@ def test_training_with_the_matcher_logs_its_term_and_does_not_resume_against_ano
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     data = load_train_data(*make_dataset(tmp_path))
     with pytest.raises(ValueError, match="matcher_weight"):
-        train(small_params(steps=2, matcher_weight=1.0), data, outputs_in(tmp_path / "none"))
+        train(small_params(steps=2, loss={"matcher_weight": 1.0}), data, outputs_in(tmp_path / "none"))
     a = fit_matcher(data, MatcherParams(steps=2, seed=0, batch_size=8), CPU)
     b = fit_matcher(data, MatcherParams(steps=2, seed=1, batch_size=8), CPU)
-    part = train(small_params(steps=4, matcher_weight=1.0), data, outputs_in(tmp_path / "run"), stop_after=2, matcher=a)
+    part = train(small_params(steps=4, loss={"matcher_weight": 1.0}), data, outputs_in(tmp_path / "run"), stop_after=2, matcher=a)
     terms = [h["loss_g_matcher"] for h in part.history]
     assert len(terms) == 2 and all(t > 0 for t in terms)
-    other = train(small_params(steps=4, matcher_weight=1.0), data, outputs_in(tmp_path / "run"), stop_after=2, matcher=b)
+    other = train(small_params(steps=4, loss={"matcher_weight": 1.0}), data, outputs_in(tmp_path / "run"), stop_after=2, matcher=b)
     assert other.resumed_from == 0 and "starting fresh" in capsys.readouterr().out
-    same = train(small_params(steps=4, matcher_weight=1.0), data, outputs_in(tmp_path / "run"), matcher=b)
+    same = train(small_params(steps=4, loss={"matcher_weight": 1.0}), data, outputs_in(tmp_path / "run"), matcher=b)
     assert same.resumed_from == 2

@@ -43,12 +43,12 @@ def test_killed_stage_is_marked_and_resumed_without_duplicate_steps(tmp_path: Pa
         exp = client.get_experiment_by_name("t2i") if (tmp_path / "mlflow.db").exists() else None
         runs = client.search_runs([exp.experiment_id]) if exp else []
         if runs and (tmp_path / "checkpoints" / FILE).exists():
-            steps = [m.step for m in client.get_metric_history(runs[0].info.run_id, "loss_d")]
+            steps = [m.step for m in client.get_metric_history(runs[0].info.run_id, "batch/loss_d")]
             if steps and max(steps) >= 10 and max(steps) % 4 != 0:
                 run_id = runs[0].info.run_id
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    logged_before = max(m.step for m in client.get_metric_history(run_id, "loss_d"))
+    logged_before = max(m.step for m in client.get_metric_history(run_id, "batch/loss_d"))
     assert client.get_run(run_id).info.status == "RUNNING"
 
     (tmp_path / "params.yaml").write_text(yaml.safe_dump({"train": {**train, "steps": logged_before + 3}}))
@@ -60,5 +60,5 @@ def test_killed_stage_is_marked_and_resumed_without_duplicate_steps(tmp_path: Pa
     run = client.get_run(run_id)
     assert run.info.status == "FINISHED"
     assert "ended without closing the run" in run.data.tags["t2i.end_reason"]
-    steps = [m.step for m in client.get_metric_history(run_id, "loss_d")]
+    steps = [m.step for m in client.get_metric_history(run_id, "batch/loss_d")]
     assert steps == list(range(1, logged_before + 4))  # each step once, none missing

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from t2i.config import LossParams, ModelParams, TrainParams, TrainRuntimeParams, updated
+from t2i.config import LossParams, MatcherParams, ModelParams, TrainParams, TrainRuntimeParams, updated
 from t2i.train import Outputs, load_train_data
 
 COLOURS = ["red", "blue", "yellow", "white"]
@@ -45,7 +45,7 @@ def make_dataset(root: Path, n_images: int = 48, resolution: int = 32, dim: int 
 
 def outputs_in(root: Path) -> Outputs:
     """The train stage's outputs under root (models/, checkpoints/, plots/losses.csv)."""
-    return Outputs(root / "models", root / "checkpoints", root / "plots" / "losses.csv")
+    return Outputs(root / "models", root / "checkpoints", root / "plots" / "losses.csv", root / "plots" / "samples")
 
 
 def save_small_matcher(root: Path) -> Path:
@@ -54,7 +54,7 @@ def save_small_matcher(root: Path) -> Path:
     from t2i.train.matcher import fit_matcher  # here, not at the top: the loop's tests need no matcher
 
     data = load_train_data(root / "data" / "prepared", root / "data" / "embeddings")
-    fit_matcher(data, steps=2, seed=0, device=torch.device("cpu"), batch_size=8).save(root / "data" / "matcher")
+    fit_matcher(data, MatcherParams(steps=2, seed=0, batch_size=8), torch.device("cpu")).save(root / "data" / "matcher")
     return root / "data" / "matcher"
 
 

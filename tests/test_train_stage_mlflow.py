@@ -40,7 +40,7 @@ def test_stage_logs_run_and_loadable_generator(tmp_path: Path) -> None:
     run = client.get_run(info["run_id"])
     assert run.info.status == "FINISHED"
     assert run.data.params["train.steps"] == "6"
-    assert [m.step for m in client.get_metric_history(info["run_id"], "loss_d")] == [2, 4, 6]
+    assert [m.step for m in client.get_metric_history(info["run_id"], "batch/loss_d")] == [2, 4, 6]
     images = [a.path for a in client.list_artifacts(info["run_id"], "images")]
     assert images, "no sample grid logged"
     mlflow.set_tracking_uri(uri)

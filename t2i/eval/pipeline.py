@@ -123,5 +123,21 @@ def log_to_mlflow(model_dir: Path, flat: dict[str, float], grids: dict[str, Imag
         for path in paths.values():
             run.log_artifact(path, "eval/plots" if path.parent.name == "plots" else "eval")
         run.set_tags({"evaluated": "true"})
+        _register(run, flat)
     finally:
         run.end()
+
+
+def _register(run: Any, flat: dict[str, float]) -> None:
+    """A new version of the registered generator; the `champion` alias moves only on a better
+    headline metric (t2i/champion.py says which)."""
+    from t2i.champion import register_run
+
+    run.flush()  # the registry reads the run's tags and metrics
+    try:
+        decision = register_run(run.run_id, flat, tracking_uri=run.tracking_uri)
+    except LookupError as exc:  # no pyfunc model in the run (trained with tracking off, or a gone server)
+        log.warning("%s", exc)
+        return
+    log.info("registered %s v%s: %s", decision.model_name, decision.version, decision.reason)
+    run.set_tags({"t2i.champion": f"v{decision.version} promoted={decision.promoted}: {decision.reason}"})

@@ -13,10 +13,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from t2i.atomic import atomic_path, atomic_write
+from t2i.safe_load import load_safetensors_checked
 from t2i.models.config import GANConfig
 from t2i.models.generator import Generator
 
@@ -119,9 +119,9 @@ def read_generator(directory: Path, config: dict[str, Any], device: str | torch.
         raise ValueError(f"{directory / CONFIG}: bad 'model' section: {exc}") from exc
     weights = directory / WEIGHTS
     try:
-        state = load_file(str(weights), device="cpu")
-    except (SafetensorError, OSError) as exc:
-        raise ValueError(f"{weights} is not a readable safetensors file: {exc}") from exc
+        state = load_safetensors_checked(weights)  # a damaged file is named and described
+    except OSError as exc:
+        raise ValueError(f"{weights} is not readable: {exc}") from exc
     generator = Generator(gan_config)
     try:
         generator.load_state_dict(state)

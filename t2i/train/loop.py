@@ -40,6 +40,7 @@ class Tracker(Protocol):
     def log_image(self, image: Any, key: str, step: int) -> None: ...
     def log_artifact(self, path: Any, artifact_path: str | None = None) -> None: ...
     def log_generator(self, generator: torch.nn.Module, z_dim: int, text_dim: int) -> None: ...
+    def log_with(self, what: str, log: Callable[[str, str], Any]) -> None: ...
     def end(self, status: str = "FINISHED") -> None: ...
     def to_json(self) -> dict[str, Any]: ...
 
@@ -49,6 +50,7 @@ class NullTracker:
     def log_image(self, image: Any, key: str, step: int) -> None: ...
     def log_artifact(self, path: Any, artifact_path: str | None = None) -> None: ...
     def log_generator(self, generator: torch.nn.Module, z_dim: int, text_dim: int) -> None: ...
+    def log_with(self, what: str, log: Callable[[str, str], Any]) -> None: ...
     def end(self, status: str = "FINISHED") -> None: ...
     def to_json(self) -> dict[str, Any]:
         return {}
@@ -64,11 +66,17 @@ class TrainingInterrupted(RuntimeError):
         self.signum, self.step = signum, step
 
 
+# MLflow's UI orders chart sections by the metric name's prefix: per-step values under "batch/"
+# come before the evaluation's "eval/" figures (t2i.mlflow_model.train_metric_key reads them).
+METRIC_SECTION = "batch"
+
+
 @dataclass(frozen=True)
 class Outputs:
     models: Path = Path("models")
     checkpoints: Path = Path("checkpoints")
     losses_csv: Path = Path("plots/train/losses.csv")
+    sample_dir: Path = Path("plots/train/samples")  # one grid per sample_every steps: dvc plots' images
 
 
 @dataclass
@@ -226,9 +234,12 @@ def _loop(run: _Run, start: int, end: int, samples: SampleSet) -> tuple[int, int
                     bar.set_postfix(loss_d=f"{row['loss_d']:.3f}", loss_g=f"{row['loss_g']:.3f}", img_s=f"{ips:.0f}")
                     if ctx.is_main:
                         _write_csv(run.outputs.losses_csv, run.history)
-                        run.tracker.log_metrics({k: v for k, v in row.items() if k != "step"}, step)
+                        run.tracker.log_metrics({f"{METRIC_SECTION}/{k}": v for k, v in row.items() if k != "step"}, step)
                 if ctx.is_main and step % p.sample_every == 0:
-                    run.tracker.log_image(render_grid(run.state.ema, samples, run.runtime.device), "samples", step)
+                    grid = render_grid(run.state.ema, samples, run.runtime.device)
+                    with atomic_path(run.outputs.sample_dir / f"{step:06d}.png") as tmp:
+                        grid.save(tmp, format="PNG")
+                    run.tracker.log_image(grid, "samples", step)
                 if halt:
                     run.checkpoint(step)
                     raise TrainingInterrupted(stop.signum or signal.SIGTERM, step)
@@ -294,3 +305,6 @@ def _finish(outputs: Outputs, state: GANState, samples: SampleSet, config: dict[
     tracker.log_artifact(outputs.models / "config.json", "generator_files")
     cfg = state.ema.config
     tracker.log_generator(state.ema, cfg.z_dim, cfg.text_dim)
+    from t2i.mlflow_model import log_to_run  # imports mlflow: only a finishing run needs it
+
+    tracker.log_with("log_pyfunc", lambda run_id, uri: log_to_run(outputs.models, run_id, uri))

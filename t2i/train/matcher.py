@@ -17,7 +17,7 @@ from t2i.models.matcher import Matcher
 from t2i.models.trunk import augment
 from t2i.train.data import TrainData
 from t2i.train.losses import match_ce
-from t2i.train.step import candidate_rows
+from t2i.train.negatives import candidate_rows
 
 
 def fit_matcher(data: TrainData, params: MatcherParams, device: torch.device) -> Matcher:
@@ -30,8 +30,8 @@ def fit_matcher(data: TrainData, params: MatcherParams, device: torch.device) ->
     text = data.text.to(device)  # (M, D)
 
     def batch_loss(rows: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-        real, _, _ = data.batch(rows, device, channels_last=False)  # (B, 3, R, R)
-        cand, valid = candidate_rows(data, rows, params.candidates, params.word_orders, gen)  # (B, K')
+        real = data.batch(rows, device, channels_last=False).images  # (B, 3, R, R)
+        cand, valid = candidate_rows(data.relations, rows, params.candidates, params.word_orders, gen)  # (B, K')
         b, k = cand.shape
         emb = matcher.embed_text(text[torch.cat([rows, cand.flatten()]).to(device)])  # (B + B*K', E)
         return match_ce(matcher, augment(real, gen), emb[:b], emb[b:].view(b, k, -1), valid.to(device))

@@ -15,6 +15,8 @@ import pandas as pd
 import torch
 from PIL import Image
 
+from t2i.grids import caption_grid
+from t2i.pipeline import to_uint8
 from t2i.train.negatives import swap_partners
 
 
@@ -56,19 +58,13 @@ def make_sample_set(table: pd.DataFrame, all_text: np.ndarray, z_dim: int, seed:
 
 
 @torch.no_grad()
-def render_grid(generator: torch.nn.Module, samples: SampleSet, device: torch.device, pad: int = 2) -> Image.Image:
+def render_grid(generator: torch.nn.Module, samples: SampleSet, device: torch.device) -> Image.Image:
+    """One row per sample caption (its text on the left), one column per fixed noise vector."""
     k, n = len(samples.captions), samples.z.shape[0]
     text = samples.text.to(device).repeat_interleave(n, dim=0)  # (K*N, D)
     z = samples.z.to(device).repeat(k, 1)                       # (K*N, z_dim)
     was_training = generator.training
     generator.eval()
-    images = generator(z, text).float().clamp(-1, 1)            # (K*N, 3, R, R)
+    images = to_uint8(generator(z, text))                       # (K*N, R, R, 3)
     generator.train(was_training)
-    arr = ((images + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
-    r = arr.shape[1]
-    grid = np.full((k * (r + pad) + pad, n * (r + pad) + pad, 3), 255, dtype=np.uint8)
-    for idx, img in enumerate(arr):
-        row, col = divmod(idx, n)
-        y, x = pad + row * (r + pad), pad + col * (r + pad)
-        grid[y : y + r, x : x + r] = img
-    return Image.fromarray(grid)
+    return caption_grid(images.reshape(k, n, *images.shape[1:]), samples.captions)
