@@ -91,6 +91,11 @@ def _captions(model_input: Any) -> list[str]:
 class GeneratorModel(mlflow.pyfunc.PythonModel):
     """pyfunc wrapper around ``GenerationPipeline`` (artifact ``models``: the models/ files)."""
 
+    def __getstate__(self) -> dict[str, Any]:
+        # MLflow pickles the wrapper after trying it on the input example; the loaded pipeline
+        # (weights, encoder, a lock) is rebuilt by load_context, never pickled.
+        return {k: v for k, v in self.__dict__.items() if k != "pipe"}
+
     def load_context(self, context: Any) -> None:
         import os
 

@@ -89,7 +89,7 @@ def test_unusable_sources_name_the_source_and_what_is_missing(model: Path, tmp_p
     with pytest.raises(FileNotFoundError, match="generator.safetensors"):
         GenerationPipeline.from_pretrained(half)
     (half / "generator.safetensors").write_bytes(b"not a safetensors file")
-    with pytest.raises(ValueError, match=r"half/generator.safetensors is not a readable safetensors"):
+    with pytest.raises(ValueError, match=r"half/generator.safetensors: not a valid safetensors file"):
         GenerationPipeline.from_pretrained(half)
     other = save_tiny(tmp_path / "other")
     cfg = GANConfig(resolution=32, text_dim=16, z_dim=8, g_width=64, attention=()).to_dict()

@@ -111,10 +111,11 @@ def test_judge_reads_each_image(model: Path, tmp_path: Path, monkeypatch: pytest
     from t2i.config import IngestParams
     from t2i.data import synthetic
     from t2i.eval.classifier import train_classifier
+    from t2i.models.fit import FitSettings
 
     monkeypatch.setenv("T2I_CACHE_DIR", str(tmp_path / "cache"))
     ds = synthetic.read(IngestParams(num_images=120, workers=1))
-    train_classifier(ds.table, ds.images, 10, 0, torch.device("cpu"), data_key="test")  # mechanics, not accuracy
+    train_classifier(ds.table, ds.images, FitSettings(steps=10, seed=0), torch.device("cpu"), data_key="test")  # mechanics, not accuracy
     pipe = GenerationPipeline.from_pretrained(model, device="cpu")
     client = TestClient(create_app(pipe, judge="auto"))
     assert client.get("/info").json()["judge"] is True

@@ -26,9 +26,9 @@ def test_killed_stage_is_marked_and_resumed_without_duplicate_steps(tmp_path: Pa
     from mlflow import MlflowClient
 
     make_dataset(tmp_path)
-    train = dict(steps=100_000, batch_size=8, z_dim=8, g_width=32, d_width=16, attention=[8], checkpoint_every=4,
-                 sample_every=1000, log_every=1, threads=1, precision="fp32", matcher_weight=0.0)
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"train": train}))
+    train = dict(steps=100_000, batch_size=8, checkpoint_every=4, sample_every=1000, log_every=1, precision="fp32",
+                 model=dict(z_dim=8, g_width=32, d_width=16, attention=[8]), loss=dict(matcher_weight=0.0))
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"train": train, "train_runtime": {"threads": 1}}))
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     env = {**os.environ, "PYTHONPATH": str(REPO), "MLFLOW_TRACKING_URI": uri}
     proc = subprocess.Popen([sys.executable, "-m", "stages.train"], cwd=tmp_path, env=env,
@@ -51,14 +51,27 @@ def test_killed_stage_is_marked_and_resumed_without_duplicate_steps(tmp_path: Pa
     logged_before = max(m.step for m in client.get_metric_history(run_id, "batch/loss_d"))
     assert client.get_run(run_id).info.status == "RUNNING"
 
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"train": {**train, "steps": logged_before + 3}}))
-    out = subprocess.run([sys.executable, "-m", "stages.train"], cwd=tmp_path, env=env, capture_output=True,
-                         text=True, timeout=240)
-    assert out.returncode == 0, out.stderr[-3000:]
-    assert f"marked run {run_id}" in out.stderr and "KILLED" in out.stderr
-    assert json.loads((tmp_path / "models" / "mlflow_run.json").read_text())["run_id"] == run_id
+    # The same params (a checkpoint is resumed only by the run that wrote it); stopped by SIGTERM
+    # once it has logged past the killed run's last step.
+    second = subprocess.Popen([sys.executable, "-m", "stages.train"], cwd=tmp_path, env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        while True:
+            assert time.monotonic() < deadline + 240 and second.poll() is None, "the rerun ended early"
+            time.sleep(0.2)
+            steps = [m.step for m in client.get_metric_history(run_id, "batch/loss_d")]
+            if max(steps) >= logged_before + 3:
+                break
+        second.send_signal(signal.SIGTERM)
+        _, err = second.communicate(timeout=120)
+    finally:
+        second.kill()
+    assert second.returncode == 128 + signal.SIGTERM, err[-3000:]
+    assert f"marked run {run_id}" in err and "KILLED" in err
+    runs = client.search_runs([client.get_run(run_id).info.experiment_id])
+    assert [r.info.run_id for r in runs] == [run_id]  # continued, not a second run
     run = client.get_run(run_id)
-    assert run.info.status == "FINISHED"
     assert "ended without closing the run" in run.data.tags["t2i.end_reason"]
     steps = [m.step for m in client.get_metric_history(run_id, "batch/loss_d")]
-    assert steps == list(range(1, logged_before + 4))  # each step once, none missing
+    assert len(steps) == len(set(steps)), "a step was logged twice"
+    assert sorted(steps)[: logged_before + 3] == list(range(1, logged_before + 4))  # none missing
