@@ -1,10 +1,11 @@
-"""Caption templates of the synthetic flowers, and the way back from a caption to its attributes.
+"""The original 12 caption templates, kept as a compatibility layer over ``t2i.data.grammar``.
 
-Every template states the petal and the stem colour, in different word orders, so a model that
-averages word vectors cannot tell "a red flower with a yellow stem" from "a yellow flower with a
-red stem". Some templates also state the centre colour, the petal count or the petal shape.
-``parse_caption`` inverts ``render_caption``; the evaluate stage uses it to know what a caption
-(or a swapped caption it built itself) asks for.
+Captions now come from the grammar (``t2i.data.grammar``), whose first 12 frames are these
+templates word for word. ``render_caption(frame_id, attrs)`` renders any grammar frame in its
+canonical form (no leading phrase, canonical words); ``parse_caption`` inverts it for canonical
+captions of any frame and returns None for everything else (grammar captions with synonyms or
+leads, human text). New code should read the caption table's own columns instead: the stated
+attributes (``mentions`` + attribute columns) and the word-order swap (``swap_caption``).
 """
 
 from __future__ import annotations
@@ -84,9 +85,19 @@ TEMPLATES: tuple[Template, ...] = tuple(
 )
 
 
+def _all_frames() -> tuple[Template, ...]:
+    from t2i.data.grammar import FRAMES, frame_text
+
+    return tuple(Template(frame_text(f)) for f in range(len(FRAMES)))
+
+
+ALL_FRAMES: tuple[Template, ...] = _all_frames()  # the grammar's frames in canonical form
+assert ALL_FRAMES[:len(TEMPLATES)] == TEMPLATES
+
+
 def render_caption(template_id: int, attrs: dict[str, Any]) -> str:
-    """Caption of ``TEMPLATES[template_id]`` for ``attrs`` (keys as in ``ATTRIBUTES``)."""
-    template = TEMPLATES[template_id]
+    """Canonical caption of grammar frame ``template_id`` for ``attrs`` (keys as in ``ATTRIBUTES``)."""
+    template = ALL_FRAMES[template_id]
     values = {
         "petal": attrs.get("petal_color"),
         "stem": attrs.get("stem_color"),
@@ -98,8 +109,8 @@ def render_caption(template_id: int, attrs: dict[str, Any]) -> str:
 
 
 def parse_caption(caption: str) -> tuple[int, dict[str, Any]] | None:
-    """``(template_id, attrs it states)`` of a caption ``render_caption`` could produce, else None."""
-    for template_id, template in enumerate(TEMPLATES):
+    """``(frame id, attrs it states)`` of a caption ``render_caption`` could produce, else None."""
+    for template_id, template in enumerate(ALL_FRAMES):
         m = template.pattern.fullmatch(re.sub(r"\b([Aa])n ", r"\1 ", caption.strip()))
         if m is None:
             continue
