@@ -1,4 +1,4 @@
-"""DVC stage `embed`: data/prepared/captions.parquet -> data/embeddings/ (embeddings.npy, encoder.json).
+"""DVC stage `embed`: data/prepared/captions.parquet -> data/embeddings/ (embeddings.npy, token states, encoder.json).
 
     python -m stages.embed      (params: the `embed` section of params.yaml)
 """
@@ -11,6 +11,7 @@ from pathlib import Path
 
 from t2i.config import ParamsError, load_section
 from t2i.text import EncoderError, get_encoder
+from t2i.text.base import MAX_TOKENS
 from t2i.text.embed_table import embed_table
 
 PREPARED = Path("data/prepared")
@@ -34,7 +35,8 @@ def main() -> int:
     except EncoderError as exc:
         print(f"embed: {exc}", file=sys.stderr)
         return 2
-    summary = embed_table(captions, OUT, encoder, chunk_size=p.chunk_size, progress=True)
+    max_tokens = getattr(p, "max_tokens", MAX_TOKENS)  # embed.max_tokens once params.yaml has it
+    summary = embed_table(captions, OUT, encoder, chunk_size=p.chunk_size, progress=True, max_tokens=max_tokens)
     print(json.dumps(summary))
     return 0
 
