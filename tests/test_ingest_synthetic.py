@@ -157,7 +157,7 @@ def test_novel_wording_never_in_training(data: synthetic.Dataset) -> None:
     # Held-out words: in novel_wording captions only.
     words = set(data.manifest["novel_words"])
     has = t["caption"].str.lower().apply(lambda c: bool(words & set(c.replace(".", " ").replace("!", " ").split())))
-    assert has[nw.index].mean() > 0.3 and not has[rest.index].any()
+    assert 0.05 < has[nw.index].mean() < 0.3 and not has[rest.index].any()
     assert 0.1 < len(nw) / len(t) < 0.35
 
 
