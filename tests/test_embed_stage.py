@@ -166,3 +166,15 @@ def test_stage_rejects_unknown_encoder(tmp_path):
     proc = run_stage(tmp_path, {"encoder": "word2vec"})
     assert proc.returncode == 2 and "embed.encoder" in proc.stderr
     assert not (tmp_path / "data" / "embeddings").exists()
+
+
+def test_another_text_column_embeds_the_same_way(tmp_path, recording):
+    path = write_table(tmp_path / "prepared", CAPTIONS[:4])
+    table = pd.read_parquet(path).assign(swap_caption=["x one", "x two", "x one", ""])
+    table.to_parquet(path, index=False)
+    embed_table(path, tmp_path / "swap", recording, progress=False, column="swap_caption")
+    feats = load_text_features(tmp_path / "swap")
+    np.testing.assert_allclose(feats.sentence, recording.inner.encode(list(table["swap_caption"])), atol=1e-5)
+    assert TokenStore(tmp_path / "swap").pieces(1) == ["<s>", "\u2581x", "\u2581two", "</s>"]
+    with pytest.raises(ValueError, match="'nope'"):
+        embed_table(path, tmp_path / "bad", recording, progress=False, column="nope")

@@ -56,16 +56,18 @@ def embed_table(
     chunk_size: int = 50_000,
     progress: bool = True,
     max_tokens: int = MAX_TOKENS,
+    column: str = "caption",
 ) -> dict[str, Any]:
     """Write ``out_dir/embeddings.npy`` (float32 (n, D), row i = caption row i), the token states
     (the first ``max_tokens`` of each caption, when the encoder has them) and encoder.json.
 
+    ``column`` names the text column (e.g. ``swap_caption`` for the word-order swaps).
     Returns a summary: captions, distinct (summed per chunk), seconds, captions_per_s.
     """
     captions_path, out_dir = Path(captions_path), Path(out_dir)
     pf = pq.ParquetFile(captions_path)
-    if "caption" not in pf.schema_arrow.names:
-        raise ValueError(f"{captions_path} has no 'caption' column: {pf.schema_arrow.names}")
+    if column not in pf.schema_arrow.names:
+        raise ValueError(f"{captions_path} has no {column!r} column: {pf.schema_arrow.names}")
     n = pf.metadata.num_rows
     start = time.perf_counter()
     distinct, row = 0, 0
@@ -76,7 +78,7 @@ def embed_table(
         tokens = TokenWriter(tmp, n, encoder.dim) if encoder.token_states else None
         bar = tqdm(total=n, unit="caption", unit_scale=True, disable=not progress, desc=f"embed {encoder.name}")
         with bar:
-            for batch in pf.iter_batches(batch_size=chunk_size, columns=["caption"]):
+            for batch in pf.iter_batches(batch_size=chunk_size, columns=[column]):
                 # None (a missing caption) is encoded as "" rather than crashing the stage.
                 captions = ["" if c is None else c for c in batch.column(0).to_pylist()]
                 vectors, k = _encode_chunk(encoder, captions, tokens, row, max_tokens)  # (len(batch), D)
