@@ -73,11 +73,14 @@ def test_torch_forward_tokens_match_numpy(use):
     tok = CachedTokenizer()
     group = [tok.encode(c) for c in CAPTIONS]
     s_np, u_np = use.net.forward_tokens(group)
-    s_t, u_t = TorchUseForward(load_weights(), device="cpu").forward_tokens(group)
+    net = TorchUseForward(load_weights(), device="cpu")
+    s_t, u_t = net.forward_tokens(group)
     assert u_t.shape == u_np.shape == (sum(map(len, group)), 512)
     assert np.sum(s_t * s_np, axis=1).min() > 0.9999
     cos = np.sum(u_t * u_np, axis=1) / np.linalg.norm(u_t, axis=1) / np.linalg.norm(u_np, axis=1)
     assert cos.min() > 0.999
+    out = use.encode_tokens(CAPTIONS)  # the torch pooling (the CUDA path) of the numpy states
+    assert np.sum(net.pool(out.tokens, out.mask) * out.sentence, axis=1).min() > 0.9999
 
 
 def test_sentence_only_encoders_say_so():

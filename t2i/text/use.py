@@ -116,12 +116,5 @@ class UseEncoder(SentenceEncoder):
 
     def pool_tokens(self, tokens: np.ndarray, mask: np.ndarray) -> np.ndarray:
         """sum_t u_t / sqrt(T) through the network's head: (n, T, 512), (n, T) -> (n, 512)."""
-        if self.device == "cuda":
-            import torch
-
-            m = torch.from_numpy(mask.astype(np.float32)).to(self.net.device)
-            u = torch.from_numpy(tokens.astype(np.float32)).to(self.net.device)
-            s = torch.einsum("ntd,nt->nd", u, m) / m.sum(1, keepdim=True).clamp_min(1).sqrt()
-            return self.net.head(s).cpu().numpy()
         with blas_threads(self.threads):
             return self.net.pool(tokens, mask)

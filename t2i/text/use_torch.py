@@ -80,6 +80,14 @@ class TorchUseForward:
         return self.head(s).cpu().numpy(), None if u is None else u.float().cpu().numpy()
 
     @torch.inference_mode()
+    def pool(self, tokens: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        """The network's pooling of token states: (n, T, 512), (n, T) bool -> (n, 512) unit rows."""
+        m = torch.from_numpy(np.asarray(mask, dtype=np.float32)).to(self.device)  # (n, T)
+        u = torch.from_numpy(np.asarray(tokens, dtype=np.float32)).to(self.device)  # (n, T, 512)
+        s = torch.einsum("ntd,nt->nd", u, m) / m.sum(1, keepdim=True).clamp_min(1).sqrt()
+        return self.head(s).cpu().numpy()
+
+    @torch.inference_mode()
     def head(self, s: torch.Tensor) -> torch.Tensor:
         """(B, 512) pooled sums -> (B, 512) unit sentence vectors (float32, on the device)."""
         t = self.t
