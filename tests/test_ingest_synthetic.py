@@ -78,10 +78,14 @@ def test_captions_state_the_ground_truth(data: synthetic.Dataset) -> None:
             assert any(w in text for w in _colour_words(getattr(row, col))), (row.caption, col)
         assert row.stem_color != row.petal_color and row.center_color != row.petal_color
         assert getattr(row, "_3") == f"{row.petal_color}-{row.stem_color}"  # class column
-        # The canonical rendering of the row's frame parses back to the row's attributes.
+        # The canonical rendering of the row's frame parses back to the row's attributes, and so
+        # do the caption and its swap themselves (for consumers that hold only the text).
         parsed = parse_caption(render_caption(row.template, row._asdict()))
         assert parsed is not None and parsed[0] == row.template
         assert all(getattr(row, k) == v for k, v in parsed[1].items())
+        assert parse_caption(row.caption) == (row.template, {k: getattr(row, k) for k in frame.mentions})
+        assert parse_caption(row.swap_caption) == (row.template, swap_colors(
+            {k: getattr(row, k) for k in frame.mentions}))
 
 
 def test_swap_caption_is_the_same_words_in_another_order(data: synthetic.Dataset) -> None:
