@@ -161,6 +161,17 @@ def test_stage_subprocess(tmp_path, encoder):
     assert pieces == (CAPTIONS[0].split() if encoder == "bow" else ["<s>", *(f"\u2581{w}" for w in CAPTIONS[0].split()), "</s>"])
 
 
+def test_stage_embeds_swap_captions_when_the_table_has_them(tmp_path):
+    path = write_table(tmp_path / "data" / "prepared", CAPTIONS[:2])
+    pd.read_parquet(path).assign(swap_caption=CAPTIONS[1::-1]).to_parquet(path, index=False)
+    proc = run_stage(tmp_path, {"encoder": "use", "device": "cpu"})
+    assert proc.returncode == 0, proc.stderr
+    main = load_text_features(tmp_path / "data" / "embeddings")
+    swap = load_text_features(tmp_path / "data" / "embeddings" / "swap")
+    np.testing.assert_allclose(swap.sentence, main.sentence[::-1], atol=1e-6)
+    assert np.array_equal(swap.mask, main.mask[::-1])
+
+
 def test_stage_rejects_unknown_encoder(tmp_path):
     write_table(tmp_path / "data" / "prepared", CAPTIONS)
     proc = run_stage(tmp_path, {"encoder": "word2vec"})
