@@ -1,6 +1,9 @@
-"""DVC stage `embed`: data/prepared/captions.parquet -> data/embeddings/ (embeddings.npy, encoder.json).
+"""DVC stage `embed`: data/prepared/captions.parquet -> data/embeddings/ (embeddings.npy, token states, encoder.json).
 
     python -m stages.embed      (params: the `embed` section of params.yaml)
+
+When the table has a `swap_caption` column (synthetic data), the word-order swaps are embedded
+the same way into data/embeddings/swap/, row-aligned: train's swapped-caption negatives.
 """
 
 from __future__ import annotations
@@ -9,8 +12,11 @@ import json
 import sys
 from pathlib import Path
 
+import pyarrow.parquet as pq
+
 from t2i.config import ParamsError, load_section
 from t2i.text import EncoderError, get_encoder
+from t2i.text.base import MAX_TOKENS
 from t2i.text.embed_table import embed_table
 
 PREPARED = Path("data/prepared")
@@ -34,7 +40,12 @@ def main() -> int:
     except EncoderError as exc:
         print(f"embed: {exc}", file=sys.stderr)
         return 2
-    summary = embed_table(captions, OUT, encoder, chunk_size=p.chunk_size, progress=True)
+    max_tokens = getattr(p, "max_tokens", MAX_TOKENS)  # embed.max_tokens once params.yaml has it
+    summary = embed_table(captions, OUT, encoder, chunk_size=p.chunk_size, progress=True, max_tokens=max_tokens)
+    if "swap_caption" in pq.read_schema(captions).names:
+        swap = embed_table(captions, OUT / "swap", encoder, chunk_size=p.chunk_size, progress=True,
+                           max_tokens=max_tokens, column="swap_caption")
+        summary["swap_seconds"] = swap["seconds"]
     print(json.dumps(summary))
     return 0
 

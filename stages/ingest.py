@@ -29,7 +29,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"ingest failed: {exc}", file=sys.stderr)
         return 1
     counts = dataset.table["split"].value_counts().to_dict()
-    per_split = ", ".join(f"{s} {counts.get(s, 0)}" for s in ("train", "test", "unseen"))
+    per_split = ", ".join(f"{s} {counts.get(s, 0)}" for s in ("train", "test", "unseen", "novel_wording"))
     print(
         f"ingest: {params.dataset} -> {out}: {len(dataset.images)} images at "
         f"{params.resolution} px, {len(dataset.table)} captions ({per_split}), "

@@ -13,7 +13,9 @@ import pandas as pd
 import pytest
 
 from t2i.text import SentenceEncoder, get_encoder
-from t2i.text.embed_table import encode_unique, embed_table, load_embeddings
+from t2i.text.base import FlatTokens
+from t2i.text.embed_table import encode_unique, embed_table, load_embeddings, load_text_features
+from t2i.text.token_store import TOKENS_FILE, TokenStore
 
 ROOT = Path(__file__).resolve().parents[1]
 CAPTIONS = [
@@ -27,6 +29,8 @@ CAPTIONS = [
 class Recording(SentenceEncoder):
     """The real `use` encoder, recording every caption it is asked to encode."""
 
+    token_states = True
+
     def __init__(self) -> None:
         self.inner = get_encoder("use", device="cpu", threads=1)
         self.name, self.dim, self.version = "use", self.inner.dim, self.inner.version
@@ -35,6 +39,14 @@ class Recording(SentenceEncoder):
     def encode(self, texts: list[str]) -> np.ndarray:
         self.seen.extend(texts)
         return self.inner.encode(texts)
+
+    def encode_tokens_flat(self, texts: list[str], max_tokens: int = 64) -> FlatTokens:
+        self.seen.extend(texts)
+        return self.inner.encode_tokens_flat(texts, max_tokens)
+
+
+class SentenceOnly(Recording):
+    token_states = False
 
 
 @pytest.fixture(scope="module")
@@ -73,8 +85,33 @@ def test_chunked_writing_is_aligned_with_rows(tmp_path, recording):
     emb, info = load_embeddings(tmp_path / "emb")
     assert emb.shape == (len(captions), 512) and emb.dtype == np.float32
     np.testing.assert_allclose(emb, recording.inner.encode(captions), atol=1e-5)
-    assert info == recording.info()
+    assert info.items() >= recording.info().items() and info["token_states"] is True
     assert sorted(os.listdir(tmp_path)) == ["emb", "prepared"]  # no temp dirs left behind
+    # Token states: row-aligned across chunk boundaries, identical captions share one range.
+    feats = load_text_features(tmp_path / "emb")
+    direct = recording.inner.encode_tokens(captions)
+    assert feats.tokens.dtype == np.float16 and feats.tokens.shape == direct.tokens.shape
+    assert np.array_equal(feats.mask, direct.mask)
+    np.testing.assert_allclose(feats.tokens.astype(np.float32), direct.tokens, atol=2e-2, rtol=1e-2)
+    store = TokenStore(tmp_path / "emb")
+    assert all(store.pieces(i) == direct.pieces[i] for i in range(len(captions)))
+    assert store.offsets[0, 0] == store.offsets[3, 0]  # same chunk, same caption: stored once
+    assert info["token_rows"] == len(np.load(tmp_path / "emb" / TOKENS_FILE)) < direct.mask.sum()
+    # Any rows, any order; pooled the network's way they give the stored sentence vectors.
+    rows = [40, 3, 0, 17]
+    some = load_text_features(tmp_path / "emb", rows=rows, mmap=False)
+    assert np.array_equal(some.tokens, feats.tokens[rows]) and np.array_equal(some.sentence, emb[rows])
+    pooled = recording.inner.pool_tokens(some.tokens, some.mask)
+    assert np.sum(pooled * some.sentence, axis=1).min() > 0.9999
+
+
+def test_sentence_only_encoder_writes_no_token_files(tmp_path):
+    table = write_table(tmp_path / "prepared", CAPTIONS)
+    embed_table(table, tmp_path / "emb", SentenceOnly(), progress=False)
+    assert sorted(os.listdir(tmp_path / "emb")) == ["embeddings.npy", "encoder.json"]
+    feats = load_text_features(tmp_path / "emb")
+    assert feats.info["token_states"] is False and feats.tokens is None and feats.mask is None
+    assert feats.sentence.shape == (len(CAPTIONS), 512)
 
 
 def test_failed_run_keeps_the_previous_output(tmp_path, recording):
@@ -84,6 +121,9 @@ def test_failed_run_keeps_the_previous_output(tmp_path, recording):
 
     class Broken(Recording):
         def encode(self, texts: list[str]) -> np.ndarray:
+            raise RuntimeError("encoder died")
+
+        def encode_tokens_flat(self, texts: list[str], max_tokens: int = 64) -> FlatTokens:
             raise RuntimeError("encoder died")
 
     with pytest.raises(RuntimeError, match="encoder died"):
@@ -114,6 +154,22 @@ def test_stage_subprocess(tmp_path, encoder):
     assert json.loads(proc.stdout.strip().splitlines()[-1])["captions"] == len(CAPTIONS)
     same = np.array_equal(emb[0], emb[1])  # the swapped pair
     assert same == (encoder == "bow")
+    feats = load_text_features(tmp_path / "data" / "embeddings")
+    assert feats.info["token_states"] is True and feats.tokens.shape[:2] == feats.mask.shape
+    # bow's tokens are its words, use's the pieces with BOS/EOS around them.
+    pieces = TokenStore(tmp_path / "data" / "embeddings").pieces(0)
+    assert pieces == (CAPTIONS[0].split() if encoder == "bow" else ["<s>", *(f"\u2581{w}" for w in CAPTIONS[0].split()), "</s>"])
+
+
+def test_stage_embeds_swap_captions_when_the_table_has_them(tmp_path):
+    path = write_table(tmp_path / "data" / "prepared", CAPTIONS[:2])
+    pd.read_parquet(path).assign(swap_caption=CAPTIONS[1::-1]).to_parquet(path, index=False)
+    proc = run_stage(tmp_path, {"encoder": "use", "device": "cpu"})
+    assert proc.returncode == 0, proc.stderr
+    main = load_text_features(tmp_path / "data" / "embeddings")
+    swap = load_text_features(tmp_path / "data" / "embeddings" / "swap")
+    np.testing.assert_allclose(swap.sentence, main.sentence[::-1], atol=1e-6)
+    assert np.array_equal(swap.mask, main.mask[::-1])
 
 
 def test_stage_rejects_unknown_encoder(tmp_path):
@@ -121,3 +177,15 @@ def test_stage_rejects_unknown_encoder(tmp_path):
     proc = run_stage(tmp_path, {"encoder": "word2vec"})
     assert proc.returncode == 2 and "embed.encoder" in proc.stderr
     assert not (tmp_path / "data" / "embeddings").exists()
+
+
+def test_another_text_column_embeds_the_same_way(tmp_path, recording):
+    path = write_table(tmp_path / "prepared", CAPTIONS[:4])
+    table = pd.read_parquet(path).assign(swap_caption=["x one", "x two", "x one", ""])
+    table.to_parquet(path, index=False)
+    embed_table(path, tmp_path / "swap", recording, progress=False, column="swap_caption")
+    feats = load_text_features(tmp_path / "swap")
+    np.testing.assert_allclose(feats.sentence, recording.inner.encode(list(table["swap_caption"])), atol=1e-5)
+    assert TokenStore(tmp_path / "swap").pieces(1) == ["<s>", "\u2581x", "\u2581two", "</s>"]
+    with pytest.raises(ValueError, match="'nope'"):
+        embed_table(path, tmp_path / "bad", recording, progress=False, column="nope")

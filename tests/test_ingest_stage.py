@@ -88,7 +88,7 @@ def test_synthetic_stage_writes_the_contract(tmp_path: Path) -> None:
     assert prepared.images.shape == (64, 64, 64, 3) and isinstance(prepared.images, np.memmap)
     assert prepared.table["image_index"].dtype == np.int64
     counts = prepared.manifest["counts"]
-    assert counts["captions"] == 192 == sum(counts[s]["captions"] for s in ("train", "test", "unseen"))
+    assert counts["captions"] == 192 == sum(counts[s]["captions"] for s in ("train", "test", "unseen", "novel_wording"))
     assert prepared.manifest["resolution"] == 64 and prepared.manifest["skipped"] == []
     assert [p.name for p in (tmp_path / "data").iterdir()] == ["prepared"]  # no temp dirs left
 

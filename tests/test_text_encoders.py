@@ -99,7 +99,7 @@ def test_cached_tokenizer_gives_the_package_ids():
 
 def test_info_round_trip(use):
     info = use.info()
-    assert info == {"name": "use", "version": use.version, "dim": 512, "handle": None}
+    assert info == {"name": "use", "version": use.version, "dim": 512, "handle": None, "token_states": True}
     again = encoder_from_info(info, device="cpu")
     assert np.allclose(again.encode(list(SWAP)), use.encode(list(SWAP)))
     with pytest.raises(EncoderError, match="dim"):

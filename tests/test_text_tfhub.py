@@ -50,6 +50,8 @@ def test_stage_runs_tfhub_through_hub_load(tmp_path, saved_model):
     assert proc.returncode == 0, proc.stderr
     emb, info = load_embeddings(tmp_path / "data" / "embeddings")
     assert info["name"] == "tfhub" and info["handle"] == str(saved_model) and info["dim"] == 512
+    # USE SavedModels give sentence vectors only: encoder.json says so and no token file is written.
+    assert info["token_states"] is False and not (tmp_path / "data" / "embeddings" / "tokens.npy").exists()
     assert emb.shape == (len(CAPTIONS), 512) and emb.dtype == np.float32
     np.testing.assert_allclose(emb, expected(CAPTIONS), atol=1e-6)
     rebuilt = encoder_from_info(info)  # what evaluate / `t2i generate` do

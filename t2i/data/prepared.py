@@ -21,7 +21,7 @@ from t2i.atomic import atomic_dir
 CAPTIONS_FILE = "captions.parquet"
 IMAGES_FILE = "images.npy"
 MANIFEST_FILE = "manifest.json"
-SPLITS = ("train", "test", "unseen")
+SPLITS = ("train", "test", "unseen", "novel_wording", "probe")
 REQUIRED_COLUMNS = ("image_index", "split", "caption", "class")
 
 

@@ -18,7 +18,7 @@ import re
 
 import numpy as np
 
-from t2i.text.base import SentenceEncoder, l2_normalise
+from t2i.text.base import MAX_TOKENS, FlatTokens, SentenceEncoder, l2_normalise
 from t2i.text.use import UseEncoder
 
 WORD = re.compile(r"\w+|[^\w\s]")
@@ -30,6 +30,7 @@ def words(text: str) -> list[str]:
 
 class BowEncoder(SentenceEncoder):
     name = "bow"
+    token_states = True  # its tokens are the per-word vectors it averages
 
     def __init__(
         self, device: str = "auto", threads: int = 1, batch_size: int = 512, max_words: int = 100_000
@@ -75,3 +76,32 @@ class BowEncoder(SentenceEncoder):
                 else:  # no words at all: the sentence vector of "" (a fixed unit vector)
                     out[s + j] = self.use.encode([""])[0]
         return l2_normalise(out)
+
+    def encode_tokens_flat(self, texts: list[str], max_tokens: int = MAX_TOKENS) -> FlatTokens:
+        """The per-word vectors (one token per word, no context) of the first ``max_tokens`` words.
+
+        A caption without words gets one token, the vector of "" that ``encode`` gives it.
+        """
+        texts = list(texts)
+        sentence = self.encode(texts)  # (n, D)
+        lengths = np.empty(len(texts), dtype=np.int64)
+        parts: list[np.ndarray] = []
+        pieces: list[str] = []
+        for i, t in enumerate(texts):
+            ws = words(t)[:max_tokens]
+            if ws:
+                self._rows([ws])
+                parts.append(self._table[[self._row[w] for w in ws]].copy())  # (k, D)
+            else:
+                ws = [""]
+                parts.append(self.use.encode([""]))
+            pieces.extend(ws)
+            lengths[i] = len(ws)
+        tokens = np.concatenate(parts) if parts else np.empty((0, self.dim), np.float32)
+        return FlatTokens(sentence, tokens, lengths, pieces)
+
+    def pool_tokens(self, tokens: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        """The mean of the word vectors, L2-normalised: (n, T, D), (n, T) -> (n, D)."""
+        m = mask.astype(np.float32)
+        s = np.einsum("ntd,nt->nd", tokens.astype(np.float32), m) / np.maximum(m.sum(1), 1.0)[:, None]
+        return l2_normalise(s.astype(np.float32))

@@ -26,8 +26,8 @@ from typing import Any
 
 import numpy as np
 
-from t2i.text.base import EncoderError, SentenceEncoder, batches
-from t2i.text.use_weights import CachedTokenizer, load_weights, package_version
+from t2i.text.base import MAX_TOKENS, EncoderError, FlatTokens, SentenceEncoder, batches
+from t2i.text.use_weights import CachedTokenizer, load_tokenizer, load_weights, package_version
 
 DIM = 512
 
@@ -59,6 +59,7 @@ def blas_threads(threads: int) -> AbstractContextManager[Any]:
 class UseEncoder(SentenceEncoder):
     name = "use"
     dim = DIM
+    token_states = True
 
     def __init__(self, device: str = "auto", threads: int = 1, batch_size: int = 512) -> None:
         self.device = resolve_device(device)
@@ -70,11 +71,13 @@ class UseEncoder(SentenceEncoder):
         if self.device == "cuda":
             from t2i.text.use_torch import TorchUseForward
 
-            self.forward = TorchUseForward(weights, "cuda").forward
+            self.net = TorchUseForward(weights, "cuda")
         else:
             from t2i.text.use_numpy import NumpyUseForward
 
-            self.forward = NumpyUseForward(weights).forward
+            self.net = NumpyUseForward(weights)
+        self.forward = self.net.forward
+        self.piece_names: list[str] = load_tokenizer()._pieces  # piece id -> piece string
 
     def encode(self, texts: list[str]) -> np.ndarray:
         out = np.empty((len(texts), DIM), dtype=np.float32)  # (n, 512)
@@ -84,3 +87,34 @@ class UseEncoder(SentenceEncoder):
                 start = i * self.batch_size
                 out[start:start + len(batch)] = self.forward([encode(t) for t in batch])
         return out
+
+    def encode_tokens_flat(self, texts: list[str], max_tokens: int = MAX_TOKENS) -> FlatTokens:
+        """Token states u_t (512-d) of the first ``max_tokens`` pieces, BOS and EOS included.
+
+        All pieces of a caption are pooled into its sentence vector; only the kept ones are
+        returned, so ``pool_tokens`` reproduces the sentence vector when nothing was cut.
+        """
+        texts = list(texts)
+        sentence = np.empty((len(texts), DIM), dtype=np.float32)  # (n, 512)
+        lengths = np.empty(len(texts), dtype=np.int64)
+        parts: list[np.ndarray] = []
+        pieces: list[str] = []
+        with blas_threads(self.threads):
+            for i, batch in enumerate(batches(texts, self.batch_size)):
+                start = i * self.batch_size
+                ids = [self.tokenizer.encode(t) for t in batch]
+                sentence[start:start + len(batch)], u = self.net.forward_tokens(ids)  # u: (n_tok, 512)
+                offset = 0
+                for j, seq in enumerate(ids):
+                    keep = min(len(seq), max_tokens)
+                    parts.append(u[offset:offset + keep])
+                    pieces.extend(self.piece_names[p] for p in seq[:keep])
+                    lengths[start + j] = keep
+                    offset += len(seq)
+        tokens = np.concatenate(parts) if parts else np.empty((0, DIM), np.float32)
+        return FlatTokens(sentence, tokens, lengths, pieces)
+
+    def pool_tokens(self, tokens: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        """sum_t u_t / sqrt(T) through the network's head: (n, T, 512), (n, T) -> (n, 512)."""
+        with blas_threads(self.threads):
+            return self.net.pool(tokens, mask)

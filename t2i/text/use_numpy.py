@@ -16,6 +16,11 @@ The second conv's input ``h_t`` depends only on the n-gram window of pieces arou
 runs once per distinct window (captions repeat phrases; on free text the saving is smaller), and
 LayerNorm + token sum are fused so the normalised (tokens, 1280) matrix is never written.
 Same maths, different summation order: cosine to the package's vectors is 1 - O(1e-7).
+
+``forward_tokens`` also returns each token's state before pooling, ``u_t = LN(f_t) @ cnn_W +
+cnn_b`` (512-d, contextual through the n-gram convolutions): the word features of the embed
+stage. It cannot use the fused LayerNorm + sum, so it costs one more per-token GEMM;
+``head(sum_t u_t / sqrt(T))`` is the sentence vector again (``pool``).
 """
 
 from __future__ import annotations
@@ -85,7 +90,8 @@ class NumpyUseForward:
             self._feats = np.empty((max(n_tok, 2 * len(self._feats)), self.feat_dim), np.float32)
         return self._feats[:n_tok]
 
-    def forward(self, group: list[list[int]]) -> np.ndarray:
+    def _features(self, group: list[list[int]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per-token features before the last LayerNorm: ((n_tok, 1280), starts (B,), lens (B,))."""
         w = self.w
         lens = np.fromiter(map(len, group), dtype=np.int64, count=len(group))
         n_tok = int(lens.sum())
@@ -136,6 +142,12 @@ class NumpyUseForward:
             off = EMB_DIM + i * CNN_DIM
             np.add(c2, h_w[winv], out=feats[:, off:off + CNN_DIM])
 
+        return feats, starts, lens
+
+    def forward(self, group: list[list[int]]) -> np.ndarray:
+        """(B,) piece-id lists -> (B, 512) float32 sentence vectors, L2-normalised."""
+        w = self.w
+        feats, starts, lens = self._features(group)
         # LayerNorm then token sum, fused: sum_t LN(f_t) = g * sum_t r_t (f_t - mu_t) + T b with
         # r_t = 1/sqrt(var_t + eps). Per-token statistics come from two row reductions (one-pass
         # variance, finished in float64), the weighted row sum of each sentence is one GEMV, and the
@@ -158,7 +170,31 @@ class NumpyUseForward:
         flens = lens.astype(np.float32)
         s += flens[:, None] * w.cnn_b
         s *= np.reciprocal(np.sqrt(flens))[:, None]
+        return self.head(s)
 
+    def forward_tokens(self, group: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
+        """Sentence vectors (B, 512) and every token's state u_t (n_tok, 512), in group order."""
+        w = self.w
+        feats, starts, lens = self._features(group)
+        _layernorm(feats, w.ln_g, w.ln_b, w.eps)  # (n_tok, 1280), in the reused workspace
+        u = feats @ w.cnn_W  # (n_tok, 512)
+        u += w.cnn_b
+        s = np.empty((len(group), u.shape[1]), dtype=np.float32)  # (B, 512)
+        for j, (a, b) in enumerate(zip(starts.tolist(), (starts + lens).tolist())):
+            u[a:b].sum(axis=0, out=s[j])  # (reduceat along axis 0 is several times slower)
+        s *= np.reciprocal(np.sqrt(lens.astype(np.float32)))[:, None]
+        return self.head(s), u
+
+    def pool(self, tokens: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        """The network's pooling of token states: (n, T, 512), (n, T) bool -> (n, 512) unit rows."""
+        lens = mask.sum(axis=1).astype(np.float32)  # (n,)
+        s = np.einsum("ntd,nt->nd", tokens.astype(np.float32), mask.astype(np.float32))
+        s *= np.reciprocal(np.sqrt(np.maximum(lens, 1.0)))[:, None]
+        return self.head(s)
+
+    def head(self, s: np.ndarray) -> np.ndarray:
+        """The pooled (B, 512) sum through the DAN head -> (B, 512) unit sentence vectors."""
+        w = self.w
         y0 = np.maximum(s @ w.d0, 0)  # (B, 320)
         y1 = s @ w.p1
         y1 += y0 @ w.d1

@@ -36,6 +36,14 @@ class TorchUseForward:
 
     @torch.inference_mode()
     def forward(self, group: list[list[int]]) -> np.ndarray:
+        return self._run(group, tokens=False)[0]
+
+    @torch.inference_mode()
+    def forward_tokens(self, group: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
+        """Sentence vectors (B, 512) and token states u_t = LN(f_t) @ cnn_W + cnn_b (n_tok, 512)."""
+        return self._run(group, tokens=True)
+
+    def _run(self, group: list[list[int]], tokens: bool) -> tuple[np.ndarray, np.ndarray | None]:
         t, dev = self.t, self.device
         lens_np = np.fromiter(map(len, group), dtype=np.int64, count=len(group))
         n_tok = int(lens_np.sum())
@@ -61,10 +69,28 @@ class TorchUseForward:
             win = torch.cat([h, zero])[cols].reshape(n_tok, n * CNN_DIM)
             branches.append(torch.relu(win @ t[f"w2_{i}"] + t[f"b2_{i}"]) + h)
         feats = _layernorm(torch.cat([e, *branches], dim=1), t["ln_g"], t["ln_b"], self.eps)
-        sums = torch.zeros(len(group), feats.shape[1], device=dev).index_add_(0, sent, feats)
         flens = lens.float()[:, None]
-        s = (sums @ t["cnn_W"] + flens * t["cnn_b"]) / flens.sqrt()  # (B, 512)
+        u = None
+        if tokens:  # project every token, then pool: the token states are the output too
+            u = feats @ t["cnn_W"] + t["cnn_b"]  # (n_tok, 512)
+            s = torch.zeros(len(group), u.shape[1], device=dev).index_add_(0, sent, u) / flens.sqrt()
+        else:  # the sum commutes with the projection: project sentences, not tokens
+            sums = torch.zeros(len(group), feats.shape[1], device=dev).index_add_(0, sent, feats)
+            s = (sums @ t["cnn_W"] + flens * t["cnn_b"]) / flens.sqrt()  # (B, 512)
+        return self.head(s).cpu().numpy(), None if u is None else u.float().cpu().numpy()
+
+    @torch.inference_mode()
+    def pool(self, tokens: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        """The network's pooling of token states: (n, T, 512), (n, T) bool -> (n, 512) unit rows."""
+        m = torch.from_numpy(np.asarray(mask, dtype=np.float32)).to(self.device)  # (n, T)
+        u = torch.from_numpy(np.asarray(tokens, dtype=np.float32)).to(self.device)  # (n, T, 512)
+        s = torch.einsum("ntd,nt->nd", u, m) / m.sum(1, keepdim=True).clamp_min(1).sqrt()
+        return self.head(s).cpu().numpy()
+
+    @torch.inference_mode()
+    def head(self, s: torch.Tensor) -> torch.Tensor:
+        """(B, 512) pooled sums -> (B, 512) unit sentence vectors (float32, on the device)."""
+        t = self.t
         y1 = torch.relu(s @ t["p1"] + torch.relu(s @ t["d0"]) @ t["d1"])  # (B, 320)
         z = torch.tanh(y1 @ t["p3"] + torch.relu(y1 @ t["d2"]) @ t["d3"])  # (B, 512)
-        z = z / z.pow(2).sum(1, keepdim=True).clamp_min(self.eps).sqrt()
-        return z.float().cpu().numpy()
+        return (z / z.pow(2).sum(1, keepdim=True).clamp_min(self.eps).sqrt()).float()
