@@ -29,8 +29,9 @@ sys.path.insert(0, str(ROOT))
 
 from t2i.data.flowers import COLORS  # noqa: E402
 from t2i.data.prepared import load_prepared  # noqa: E402
-from t2i.eval.nets import to_input, to_work_resolution  # noqa: E402
+from t2i.models.trunk import to_input, to_work_resolution  # noqa: E402
 from t2i.models import load_generator  # noqa: E402
+from t2i.text.embed_table import load_embeddings  # noqa: E402
 
 
 def other_judge() -> nn.Module:
@@ -55,7 +56,7 @@ def main() -> None:
     table, images = prepared.table, np.asarray(prepared.images)
     if "center_color" not in table:
         raise SystemExit("no center_color column: the cross-check needs the synthetic dataset")
-    embeddings = np.load(args.project / "data" / "embeddings" / "embeddings.npy", mmap_mode="r")
+    embeddings, _ = load_embeddings(args.project / "data" / "embeddings")
 
     train = table[table["split"] == "train"].drop_duplicates("image_index")
     x, y = to_input(images[train["image_index"].to_numpy()], cpu), torch.tensor([COLORS.index(c) for c in train["center_color"]])

@@ -23,10 +23,7 @@ half-updated.
 
 from __future__ import annotations
 
-import datetime as dt
 import os
-import socket
-import subprocess
 import sys
 import time
 import warnings
@@ -35,6 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from t2i.nesting import flatten
+from t2i.tracking_identity import PREFECT_FLOW_RUN_ENV, close_dead_runs, default_run_name, default_tags, owner_tags
 
 # The experiment opens in the MLflow UI's model-training layout, not the GenAI one (see
 # t2i/mlflow_model.py for how the UI chooses).
@@ -58,7 +56,6 @@ _FLUSH_DEFAULT_S = 30.0
 MISSING_TAG = "t2i.tracking.missing"
 _PIP_REQUIREMENTS = ["torch"]  # explicit: MLflow's inference of requirements costs ~5 s
 # Env var a flow sets so stages (run by DVC, which passes env through) tag the Prefect run id.
-PREFECT_FLOW_RUN_ENV = "PREFECT__FLOW_RUN_ID"
 
 T = TypeVar("T")
 
@@ -86,43 +83,6 @@ def tracking_uri() -> str:
 def flatten_params(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     """``{"train": {"lr": 1}}`` -> ``{"train.lr": 1}``; pydantic models are dumped first."""
     return flatten(d, ".", prefix)
-
-
-def _git(*args: str) -> str | None:
-    try:
-        done = subprocess.run(["git", *args], capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return done.stdout.strip() if done.returncode == 0 else None
-
-
-def _prefect_flow_run_id() -> str | None:
-    if run_id := os.environ.get(PREFECT_FLOW_RUN_ENV):
-        return run_id
-    # Only ask Prefect if this process already imported it: importing it here costs ~2 s per stage.
-    if "prefect" in sys.modules:
-        from prefect.runtime import flow_run
-
-        run_id = flow_run.id
-        return str(run_id) if run_id else None
-    return None
-
-
-def default_tags() -> dict[str, str]:
-    """Provenance: git commit, DVC experiment, Prefect flow run, host."""
-    tags = {"host": socket.gethostname()}
-    if commit := _git("rev-parse", "HEAD"):
-        tags["mlflow.source.git.commit"] = commit  # the UI shows this one on the run page
-        tags["git.commit"] = commit
-        dirty = _git("status", "--porcelain", "--untracked-files=no")
-        tags["git.dirty"] = str(bool(dirty)).lower()
-    # Set by DVC while `dvc exp run` runs a stage.
-    for env, tag in (("DVC_EXP_NAME", "dvc.exp_name"), ("DVC_EXP_BASELINE_REV", "dvc.baseline_rev")):
-        if value := os.environ.get(env):
-            tags[tag] = value
-    if flow_run_id := _prefect_flow_run_id():
-        tags["prefect.flow_run_id"] = flow_run_id
-    return tags
 
 
 def _mlflow_modules() -> tuple[Any, Any]:
@@ -373,62 +333,6 @@ def _flush_seconds() -> float:
         return _FLUSH_DEFAULT_S
 
 
-def default_run_name() -> str:
-    """The DVC experiment name under ``dvc exp run``, else ``<UTC date>-<time>-<short commit>``:
-    distinct per run and sortable, unlike MLflow's random names (which a seeded RNG repeats)."""
-    if name := os.environ.get("DVC_EXP_NAME", "").strip():
-        return name
-    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d-%H%M%S")
-    commit = _git("rev-parse", "--short", "HEAD")
-    return f"{stamp}-{commit}" if commit else stamp
-
-
-def _proc_start(pid: int) -> str:
-    """The kernel's start time of ``pid`` (Linux), so a reused pid is not taken for the writer."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return ""
-    return stat.rsplit(")", 1)[-1].split()[19]  # field 22: starttime, after the (comm) field
-
-
-def _owner_tags() -> dict[str, str]:
-    pid = os.getpid()
-    return {"host": socket.gethostname(), "t2i.pid": str(pid), "t2i.pid_start": _proc_start(pid)}
-
-
-def _owner_alive(tags: Mapping[str, str]) -> bool:
-    from t2i.atomic import pid_alive
-
-    pid = int(tags.get("t2i.pid", "0") or 0)
-    if not pid_alive(pid):
-        return False
-    started = tags.get("t2i.pid_start", "")
-    return not started or _proc_start(pid) in ("", started)
-
-
-def close_dead_runs(client: Any, experiment_id: str) -> list[str]:
-    """Mark KILLED the RUNNING runs of ``experiment_id`` whose process, on this host, is gone.
-
-    Runs of other hosts, and runs without a ``t2i.pid`` tag, are left alone (nothing to check).
-    Returns the run ids it closed. Errors are the caller's (it has just reached the store).
-    """
-    host = socket.gethostname().replace("'", "")
-    runs = client.search_runs([experiment_id], filter_string=f"attributes.status = 'RUNNING' and tags.host = '{host}'",
-                              max_results=200)
-    closed = []
-    for run in runs:
-        tags = run.data.tags
-        if "t2i.pid" not in tags or _owner_alive(tags):
-            continue
-        reason = f"process {tags['t2i.pid']} on {host} ended without closing the run (killed or crashed)"
-        client.set_tag(run.info.run_id, "t2i.end_reason", reason)
-        client.set_terminated(run.info.run_id, status="KILLED")
-        print(f"MLflow: marked run {run.info.run_id} ({run.info.run_name}) KILLED: {reason}", file=sys.stderr)
-        closed.append(run.info.run_id)
-    return closed
-
-
 def start_run(experiment: str, run_name: str | None, params: Mapping[str, Any], tags: Mapping[str, Any]) -> Run:
     """New run in ``experiment`` (created if needed) with flattened params and tags.
 
@@ -447,7 +351,7 @@ def start_run(experiment: str, run_name: str | None, params: Mapping[str, Any], 
         else:
             experiment_id = exp.experiment_id
         close_dead_runs(client, experiment_id)
-        all_tags = {**default_tags(), **{k: str(v) for k, v in tags.items()}, **_owner_tags()}
+        all_tags = {**default_tags(), **{k: str(v) for k, v in tags.items()}, **owner_tags()}
         info = client.create_run(experiment_id, run_name=run_name or default_run_name(), tags=all_tags).info
     except _errors() as exc:
         raise TrackingError(f"could not create an MLflow run in {uri!r} (experiment {experiment!r}): {exc}") from exc
@@ -489,7 +393,7 @@ def resume_run(info: Mapping[str, str], skip_logged_steps: bool | None = None) -
             skip_logged_steps = client.get_run(run_id).info.status != "FINISHED"
         logged, images = _logged_so_far(client, run_id) if skip_logged_steps else ({}, {})
         client.update_run(run_id, status="RUNNING")
-        for key, value in _owner_tags().items():
+        for key, value in owner_tags().items():
             client.set_tag(run_id, key, value)
     except _errors() as exc:
         raise TrackingError(f"cannot reopen MLflow run {run_id} in {uri!r}: {exc}") from exc
