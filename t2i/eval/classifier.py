@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 COLOR_ROLES = ("petal_color", "center_color", "stem_color")
 ATTRIBUTES = (*COLOR_ROLES, "petal_count")
 # A saved classifier: a directory (the evaluate stage's eval/judge/) holding these two files.
+JUDGE_DIR = "judge"  # under the evaluate stage's out dir
 JUDGE_WEIGHTS, JUDGE_META = "classifier.safetensors", "classifier.json"
 
 
@@ -159,3 +160,13 @@ def load_classifier(path: Path | str, device: torch.device) -> AttributeClassifi
     except RuntimeError as exc:  # shapes or keys that do not match the classes
         raise ValueError(f"{weights} does not fit the classes in {meta_file.name}: {exc}") from exc
     return AttributeClassifier(net.to(device).eval(), classes, device)
+
+
+def save_no_classifier(directory: Path | str, reason: str) -> list[Path]:
+    """The judge directory of a dataset without ground truth: only a note (no weights, so
+    `t2i serve --judge auto` shows no judge), so that the stage's ``eval/judge`` out exists."""
+    directory = Path(directory)
+    with atomic_dir(directory) as tmp:
+        (tmp / JUDGE_META).write_text(json.dumps({"kind": "none", "classes": None, "reason": reason}, indent=1),
+                                      encoding="utf-8")
+    return [directory / JUDGE_META]

@@ -21,11 +21,12 @@ import numpy as np
 import torch
 
 from t2i.data.templates import parse_caption
+from t2i.eval.classifier import JUDGE_DIR as JUDGE_SUBDIR
 from t2i.eval.classifier import JUDGE_WEIGHTS, AttributeClassifier, load_classifier
 
 log = logging.getLogger(__name__)
-JUDGE_DIR = Path("eval") / "judge"   # in a project: where the evaluate stage writes the judge
-JUDGE_ARTIFACT = "eval/judge"         # in the model's MLflow run: where the evaluate stage logs it
+JUDGE_DIR = Path("eval") / JUDGE_SUBDIR      # in a project: where the evaluate stage writes the judge
+JUDGE_ARTIFACT = f"eval/{JUDGE_SUBDIR}"      # in the model's MLflow run: where the evaluate stage logs it
 
 
 @dataclass
