@@ -4,7 +4,8 @@ Python client; nothing is downloaded): the `t2i serve` page, eval/report.html, t
 
 Every page is loaded with the network cut off except 127.0.0.1, so a page that needs a CDN
 fails here. Without a browser the tests skip, except under CI=true, where they fail: CI must
-install `chromium` (see .ci/run). ``T2I_UPDATE_SCREENSHOT=1`` also writes docs/img/serve.png.
+install `chromium` (see .ci/run). ``T2I_UPDATE_SCREENSHOT=1`` also writes docs/img/serve.png
+(from the project ``T2I_SCREENSHOT_PROJECT`` names, if any) and docs/img/report_charts.png.
 """
 
 from __future__ import annotations
@@ -135,8 +136,11 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_serve_page_generates_images(browser: Any, project: Path) -> None:
+    # The screenshot wants a model trained a little: T2I_SCREENSHOT_PROJECT names a project dir
+    # after `dvc repro` (models/ and eval/judge/ of a 32 px synthetic run).
+    served = Path(os.environ.get("T2I_SCREENSHOT_PROJECT") or project)
     port = _free_port()
-    cmd = [sys.executable, "-m", "t2i.cli", "serve", "--model", str(project / "models"), "--port", str(port),
+    cmd = [sys.executable, "-m", "t2i.cli", "serve", "--model", str(served / "models"), "--port", str(port),
            "--device", "cpu"]
     proc = _start(cmd, f"http://127.0.0.1:{port}/info", _env(), project)
     try:
