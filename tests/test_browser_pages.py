@@ -4,7 +4,8 @@ Python client; nothing is downloaded): the `t2i serve` page, eval/report.html, t
 
 Every page is loaded with the network cut off except 127.0.0.1, so a page that needs a CDN
 fails here. Without a browser the tests skip, except under CI=true, where they fail: CI must
-install `chromium` (see .ci/run). ``T2I_UPDATE_SCREENSHOT=1`` also writes docs/img/serve.png.
+install `chromium` (see .ci/run). ``T2I_UPDATE_SCREENSHOT=1`` also writes docs/img/serve.png
+(from the project ``T2I_SCREENSHOT_PROJECT`` names, if any) and docs/img/report_charts.png.
 """
 
 from __future__ import annotations
@@ -114,11 +115,14 @@ def _env(**extra: str) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny generator (random weights: the page's mechanics, not quality) and a judge trained
-    for a few steps on a small synthetic set, cached where `t2i serve --judge auto` looks."""
+    for a few steps on a small synthetic set, saved at eval/judge/ beside models/ as the
+    evaluate stage saves it (where `t2i serve --judge auto` looks)."""
     from t2i.config import IngestParams
     from t2i.data import synthetic
-    from t2i.eval.classifier import train_classifier
+    from t2i.eval.classifier import save_classifier, train_classifier
     from t2i.models import GANConfig, Generator, save_generator
+    from t2i.models.fit import FitSettings
+    from t2i.serve.judge import JUDGE_DIR
 
     root = tmp_path_factory.mktemp("project")
     torch.manual_seed(0)
@@ -126,20 +130,19 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     encoder = {"name": "use", "dim": 512, "version": None, "handle": None}
     save_generator(root / "models", Generator(config), {"model": config.to_dict(), "encoder": encoder, "step": 40})
     ds = synthetic.read(IngestParams(num_images=120, workers=1))
-    old = os.environ.get("T2I_CACHE_DIR")
-    os.environ["T2I_CACHE_DIR"] = str(root / "cache")
-    try:
-        train_classifier(ds.table, ds.images, 10, 0, torch.device("cpu"), data_key="browser-test")
-    finally:
-        os.environ.pop("T2I_CACHE_DIR") if old is None else os.environ.__setitem__("T2I_CACHE_DIR", old)
+    clf = train_classifier(ds.table, ds.images, FitSettings(steps=10, seed=0), torch.device("cpu"))
+    save_classifier(clf, root / JUDGE_DIR)
     return root
 
 
 def test_serve_page_generates_images(browser: Any, project: Path) -> None:
+    # The screenshot wants a model trained a little: T2I_SCREENSHOT_PROJECT names a project dir
+    # after `dvc repro` (models/ and eval/judge/ of a 32 px synthetic run).
+    served = Path(os.environ.get("T2I_SCREENSHOT_PROJECT") or project)
     port = _free_port()
-    cmd = [sys.executable, "-m", "t2i.cli", "serve", "--model", str(project / "models"), "--port", str(port),
+    cmd = [sys.executable, "-m", "t2i.cli", "serve", "--model", str(served / "models"), "--port", str(port),
            "--device", "cpu"]
-    proc = _start(cmd, f"http://127.0.0.1:{port}/info", _env(T2I_CACHE_DIR=str(project / "cache")), project)
+    proc = _start(cmd, f"http://127.0.0.1:{port}/info", _env(), project)
     try:
         page, blocked = _offline_page(browser)
         page.goto(f"http://127.0.0.1:{port}/")
@@ -149,7 +152,7 @@ def test_serve_page_generates_images(browser: Any, project: Path) -> None:
         page.click("#go")
         page.wait_for_function("document.querySelectorAll('#grid img').length === 3 && "
                                "[...document.querySelectorAll('#grid img')].every(i => i.complete && i.naturalWidth === 32)")
-        assert "judge reads" in page.inner_text("#grid figcaption")  # the cached judge was found
+        assert "judge reads" in page.inner_text("#grid figcaption")  # eval/judge/ beside models/ was found
         page.wait_for_selector("#swap-row:not([hidden])")
         assert page.inner_text("#swapped") == "a yellow flower with a red stem"
         if os.environ.get("T2I_UPDATE_SCREENSHOT") == "1":
@@ -179,11 +182,14 @@ def _write_eval(project: Path) -> Path:
     grid = caption_grid(pipe.generate_array([CAPTION], n=3)[None], [CAPTION])  # (1, 3, R, R, 3)
     per_attr = {split: {"petal_color": 0.8 - d, "stem_color": 0.7 - d, "attr_all": 0.6 - d}
                 for split, d in (("test", 0.0), ("unseen", 0.1), ("real_test", -0.2))}
+    losses = project / "losses.csv"  # as the train stage writes plots/train/losses.csv
+    losses.write_text("step,loss_d,loss_g\n" + "".join(f"{s},{1.5 - s / 400:.4f},{0.8 + s / 500:.4f}\n"
+                                                        for s in range(0, 200, 10)), encoding="utf-8")
     results = [MetricResult("attribute_accuracy", {"test/attr_all": 0.6, "unseen/attr_all": 0.5},
                             {"test": 40}, "fraction of images with every stated attribute",
                             extra={"per_attribute": per_attr}),
                MetricResult("r_precision", {"r_precision": 0.3}, {"generated": 40}, "retrieval")]
-    write_outputs(project / "eval", results, {"samples.png": grid}, {"model step": 40})
+    write_outputs(project / "eval", results, {"samples.png": grid}, {"model step": 40}, losses)
     return project / "eval"
 
 
@@ -195,8 +201,18 @@ def test_eval_report_shows_its_tables_and_images(browser: Any, project: Path) ->
     assert "test/attr_all = 0.6000" in page.inner_text("body")
     sizes = page.eval_on_selector_all("img", "imgs => imgs.map(i => [i.complete, i.naturalWidth])")
     assert sizes and all(ok and w > 64 for ok, w in sizes)
-    # The report draws no charts today; any it gains must render (non-empty SVG / painted canvas).
-    assert page.evaluate("[...document.querySelectorAll('svg')].every(s => s.querySelector('path,rect,circle'))")
+    # Two inline SVG charts, each drawn with data: bars of non-zero height, a loss curve of 20 points.
+    charts = page.evaluate("""[...document.querySelectorAll('svg.chart')].map(s => {
+        const b = s.getBoundingClientRect();
+        return {w: b.width, marks: [...s.querySelectorAll('.mark')].map(m => {
+            const r = m.getBBox(); return [m.dataset.series, +m.dataset.value, r.width, r.height]; })}; })""")
+    assert len(charts) == 2 and all(c["w"] > 300 for c in charts), charts
+    bars, lines = charts[0]["marks"], charts[1]["marks"]
+    assert {b[0] for b in bars} == {"test", "unseen", "real_test"} and len(bars) == 9
+    assert all(h > 10 for *_, h in bars)  # every value here is >= 0.4 of the axis
+    assert [m[0] for m in lines] == ["loss_d", "loss_g"] and all(w > 200 for _, _, w, _ in lines)
+    if os.environ.get("T2I_UPDATE_SCREENSHOT") == "1":
+        page.locator("div.charts").screenshot(path=str(REPO / "docs" / "img" / "report_charts.png"))
     assert blocked == []
     page.close()
 

@@ -12,11 +12,13 @@ import torch
 from fastapi.testclient import TestClient
 from PIL import Image
 
+from t2i.data.flowers import COLORS
 from t2i.models import GANConfig, Generator, save_generator
 from t2i.pipeline import GenerationPipeline
 from t2i.serve import main as serve_main
 from t2i.serve.app import create_app
 from t2i.serve.captions import swapped_caption
+from t2i.serve.judge import JUDGE_DIR, find_judge, load_judge
 
 
 def save_tiny(directory: Path) -> Path:
@@ -107,20 +109,58 @@ def test_unknown_model_fails_at_start_with_a_message(tmp_path: Path, capsys: pyt
     assert "no trained model" in err and "nothing" in err
 
 
-def test_judge_reads_each_image(model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.fixture(scope="module")
+def judge_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """models/ and eval/judge/ side by side, as `dvc repro` leaves a project (judge: 10 steps,
+    mechanics, not accuracy)."""
     from t2i.config import IngestParams
     from t2i.data import synthetic
-    from t2i.eval.classifier import train_classifier
+    from t2i.eval.classifier import save_classifier, train_classifier
     from t2i.models.fit import FitSettings
 
-    monkeypatch.setenv("T2I_CACHE_DIR", str(tmp_path / "cache"))
+    root = tmp_path_factory.mktemp("project")
+    save_tiny(root / "models")
     ds = synthetic.read(IngestParams(num_images=120, workers=1))
-    train_classifier(ds.table, ds.images, FitSettings(steps=10, seed=0), torch.device("cpu"), data_key="test")  # mechanics, not accuracy
-    pipe = GenerationPipeline.from_pretrained(model, device="cpu")
-    client = TestClient(create_app(pipe, judge="auto"))
+    clf = train_classifier(ds.table, ds.images, FitSettings(steps=10, seed=0), torch.device("cpu"))
+    save_classifier(clf, root / JUDGE_DIR)
+    return root
+
+
+def test_judge_reads_each_image(judge_project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(judge_project.parent)  # found beside models/, not through the working directory
+    client = TestClient(create_app(str(judge_project / "models"), device="cpu", judge="auto"))
     assert client.get("/info").json()["judge"] is True
     out = client.post("/generate", json={"caption": "a red flower with a yellow stem", "n": 2}).json()
     judge = out["images"][0]["judge"]
     assert set(judge["reads"]) >= {"petal_color", "stem_color"}
     assert judge["stated"] == {"petal_color": "red", "stem_color": "yellow"}
     assert set(judge["matches"]) == {"petal_color", "stem_color"}
+    assert all(judge["reads"][a] in COLORS for a in ("petal_color", "stem_color"))
+
+
+def test_judge_auto_finds_nothing_without_an_evaluation(model: Path) -> None:
+    assert find_judge(model) is None  # the module's bare models dir has no eval/judge beside it
+    assert load_judge("auto", torch.device("cpu"), model) is None
+    assert load_judge("none", torch.device("cpu"), model) is None
+
+
+def test_saved_judge_round_trips_and_bad_paths_are_named(judge_project: Path, tmp_path: Path) -> None:
+    from t2i.eval.classifier import JUDGE_META, JUDGE_WEIGHTS, load_classifier
+
+    judge_dir = judge_project / JUDGE_DIR
+    assert find_judge(judge_project / "models") == judge_dir.resolve()
+    images = np.random.default_rng(0).integers(0, 256, (5, 32, 32, 3), dtype=np.uint8)
+    a = load_classifier(judge_dir, torch.device("cpu")).predict(images)
+    b = load_judge(str(judge_dir / JUDGE_WEIGHTS), torch.device("cpu")).classifier.predict(images)  # type: ignore[union-attr]
+    assert all(np.array_equal(a[k], b[k]) for k in a)
+    with pytest.raises(FileNotFoundError, match=JUDGE_WEIGHTS):
+        load_judge(str(tmp_path), torch.device("cpu"))
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / JUDGE_WEIGHTS).write_bytes((judge_dir / JUDGE_WEIGHTS).read_bytes())
+    (bad / JUDGE_META).write_text('{"classes": {"petal_color": ["red"]}}', encoding="utf-8")
+    with pytest.raises(ValueError, match="does not fit the classes"):
+        load_classifier(bad, torch.device("cpu"))
+    (bad / JUDGE_META).write_text('{"classes": {"wings": ["two"]}}', encoding="utf-8")
+    with pytest.raises(ValueError, match="does not describe an attribute classifier"):
+        load_classifier(bad, torch.device("cpu"))

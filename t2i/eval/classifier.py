@@ -7,8 +7,10 @@ attribute metrics are void). One shared trunk with one head per attribute.
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import astuple, dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -16,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from t2i.atomic import atomic_dir
 from t2i.eval import cache
 from t2i.models.fit import FitSettings, fit
 from t2i.models.trunk import Trunk, apply, augment, to_input
@@ -24,6 +27,9 @@ log = logging.getLogger(__name__)
 
 COLOR_ROLES = ("petal_color", "center_color", "stem_color")
 ATTRIBUTES = (*COLOR_ROLES, "petal_count")
+# A saved classifier: a directory (the evaluate stage's eval/judge/) holding these two files.
+JUDGE_DIR = "judge"  # under the evaluate stage's out dir
+JUDGE_WEIGHTS, JUDGE_META = "classifier.safetensors", "classifier.json"
 
 
 def attributes_in(table: pd.DataFrame) -> list[str]:
@@ -113,3 +119,54 @@ def train_classifier(table: pd.DataFrame, images: np.ndarray, settings: FitSetti
     if key:
         cache.save("classifier", key, net.state_dict(), {"classes": classes})
     return AttributeClassifier(net, classes, device)
+
+
+def save_classifier(clf: AttributeClassifier, directory: Path | str) -> list[Path]:
+    """Write ``directory`` (replaced whole, atomically) with the weights and the classes, the
+    form ``load_classifier`` and `t2i serve --judge` read; returns the two files."""
+    directory = Path(directory)
+    with atomic_dir(directory) as tmp:
+        from safetensors.torch import save_file
+
+        save_file({k: v.detach().cpu().contiguous() for k, v in clf.net.state_dict().items()},
+                  str(tmp / JUDGE_WEIGHTS))
+        meta = {"kind": "attribute_classifier", "classes": clf.classes}
+        (tmp / JUDGE_META).write_text(json.dumps(meta, indent=1), encoding="utf-8")
+    return [directory / JUDGE_WEIGHTS, directory / JUDGE_META]
+
+
+def load_classifier(path: Path | str, device: torch.device) -> AttributeClassifier:
+    """A saved classifier: a directory from ``save_classifier``, or a ``.safetensors`` file with
+    its ``.json`` (``{"classes": ...}``) beside it (the eval cache's layout). Raises
+    FileNotFoundError / ValueError naming the file."""
+    from t2i.safe_load import load_safetensors_checked
+
+    path = Path(path)
+    weights, meta_file = ((path / JUDGE_WEIGHTS, path / JUDGE_META) if path.is_dir()
+                          else (path, path.with_suffix(".json")))
+    for f in (weights, meta_file):
+        if not f.is_file():
+            raise FileNotFoundError(f"attribute classifier {path}: no {f.name} (the evaluate stage writes "
+                                    f"eval/judge/{JUDGE_WEIGHTS} and {JUDGE_META})")
+    try:
+        classes = json.loads(meta_file.read_text(encoding="utf-8")).get("classes")
+    except (json.JSONDecodeError, AttributeError) as exc:
+        raise ValueError(f"{meta_file} is not a JSON object with 'classes': {exc}") from exc
+    if not isinstance(classes, dict) or not classes or not set(classes) <= set(ATTRIBUTES):
+        raise ValueError(f"{meta_file} does not describe an attribute classifier (no 'classes' of {ATTRIBUTES})")
+    net = _Net(classes)
+    try:
+        net.load_state_dict(load_safetensors_checked(weights))
+    except RuntimeError as exc:  # shapes or keys that do not match the classes
+        raise ValueError(f"{weights} does not fit the classes in {meta_file.name}: {exc}") from exc
+    return AttributeClassifier(net.to(device).eval(), classes, device)
+
+
+def save_no_classifier(directory: Path | str, reason: str) -> list[Path]:
+    """The judge directory of a dataset without ground truth: only a note (no weights, so
+    `t2i serve --judge auto` shows no judge), so that the stage's ``eval/judge`` out exists."""
+    directory = Path(directory)
+    with atomic_dir(directory) as tmp:
+        (tmp / JUDGE_META).write_text(json.dumps({"kind": "none", "classes": None, "reason": reason}, indent=1),
+                                      encoding="utf-8")
+    return [directory / JUDGE_META]

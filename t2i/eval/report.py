@@ -17,6 +17,7 @@ import pandas as pd
 from PIL import Image
 
 from t2i.atomic import atomic_write
+from t2i.eval.charts import charts_html
 from t2i.eval.registry import MetricResult
 from t2i.grids import png_bytes
 from t2i.nesting import nest
@@ -83,8 +84,9 @@ def _img_tag(image: Image.Image, alt: str) -> str:
 
 
 def render_html(results: list[MetricResult], grids: dict[str, Image.Image], title: str,
-                facts: dict[str, Any]) -> str:
-    """Self-contained report: every image inlined as base64, no external CSS or scripts."""
+                facts: dict[str, Any], losses_csv: Path | None = None) -> str:
+    """Self-contained report: every image inlined as base64, charts as inline SVG
+    (t2i/eval/charts.py), no external CSS or scripts."""
     rows = []
     for r in results:
         if r.skipped:
@@ -111,6 +113,7 @@ def render_html(results: list[MetricResult], grids: dict[str, Image.Image], titl
 td,th{{border:1px solid #ccc;padding:4px 8px;vertical-align:top}} tr.skip{{color:#888}}
 img{{image-rendering:pixelated;max-width:100%}}</style></head><body>
 <h1>{html.escape(title)}</h1><ul>{fact_html}</ul>
+{charts_html(attr, losses_csv)}
 <h2>Metrics</h2><table><tr><th>metric</th><th>values</th><th>samples</th><th>what it measured</th></tr>
 {''.join(rows)}</table>
 <h2>Attribute accuracy per attribute</h2>{attr_html}
@@ -121,8 +124,9 @@ img{{image-rendering:pixelated;max-width:100%}}</style></head><body>
 
 
 def write_outputs(out_dir: Path, results: list[MetricResult], grids: dict[str, Image.Image],
-                  facts: dict[str, Any]) -> dict[str, Path]:
-    """Write every evaluate output; returns {name: path} for logging."""
+                  facts: dict[str, Any], losses_csv: Path | None = None) -> dict[str, Path]:
+    """Write every evaluate output; returns {name: path} for logging. ``losses_csv``: the train
+    stage's per-step losses, charted in the report when the file exists."""
     paths = {"metrics": out_dir / "metrics.json", "report": out_dir / "report.html"}
     metrics = nested_metrics(results)
     atomic_write(paths["metrics"], (json.dumps(metrics, indent=2, sort_keys=True) + "\n").encode())
@@ -142,6 +146,6 @@ def write_outputs(out_dir: Path, results: list[MetricResult], grids: dict[str, I
     for name, image in grids.items():
         paths[name] = out_dir / name
         atomic_write(paths[name], png_bytes(image))
-    page = render_html(results, grids, "t2i evaluation", facts)
+    page = render_html(results, grids, "t2i evaluation", facts, losses_csv)
     atomic_write(paths["report"], page.encode("utf-8"))
     return paths

@@ -22,8 +22,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--port", type=int, default=8000, help="port on 127.0.0.1 (default 8000; 0 = any free port)")
     ap.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     ap.add_argument("--judge", default="auto",
-                    help="attribute classifier shown beside each image: auto (the newest the evaluate stage "
-                         "cached), none, or a .safetensors path")
+                    help="attribute classifier shown beside each image: auto (the one the evaluate stage saved "
+                         "with the model: eval/judge/ beside models/, or the run's eval/judge artifacts), none, "
+                         "or a saved classifier's directory")
     return ap
 
 

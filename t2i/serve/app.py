@@ -136,10 +136,12 @@ def _routes(app: FastAPI, server: Server) -> None:
 def create_app(source: str | Path | GenerationPipeline, device: str = "auto", judge: str = "auto") -> FastAPI:
     """The app for a model source (models dir, ``runs:/...``, ``models:/name@alias``) or a loaded
     pipeline. A source that does not load raises here (FileNotFoundError / ValueError), before
-    any port is opened."""
-    pipe = source if isinstance(source, GenerationPipeline) else GenerationPipeline.from_pretrained(source, device=device)
-    name = repr(pipe) if isinstance(source, GenerationPipeline) else str(source)
-    server = Server(pipe, load_judge(judge, pipe.device), name)
+    any port is opened. ``judge`` is a ``t2i.serve.judge.load_judge`` spec: "auto" finds the
+    evaluation's classifier beside the source (a loaded pipeline has no source: no judge)."""
+    loaded = isinstance(source, GenerationPipeline)
+    pipe = source if loaded else GenerationPipeline.from_pretrained(source, device=device)
+    name = repr(pipe) if loaded else str(source)
+    server = Server(pipe, load_judge(judge, pipe.device, None if loaded else source), name)
     app = FastAPI(title="t2i", version="0.1.0",
                   description="Text-to-image GAN: type a caption, get images. Synthetic models also show what "
                               "the evaluation's attribute classifier reads in each image.")

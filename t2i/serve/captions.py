@@ -44,6 +44,9 @@ def swapped_caption(caption: str) -> str | None:
     parsed = parse_caption(caption)
     if parsed is not None:
         template_id, attrs = parsed
-        if attrs.get("petal_color") and attrs.get("stem_color") and attrs["petal_color"] != attrs["stem_color"]:
+        # Only a caption the template renders back word for word: the grammar also parses
+        # synonyms ("bloom", "stalk"), which its render would replace with the canonical words.
+        same = render_caption(template_id, attrs) == caption
+        if same and attrs.get("petal_color") and attrs.get("stem_color") and attrs["petal_color"] != attrs["stem_color"]:
             return render_caption(template_id, swap_colors(attrs))
     return _swap_words(caption)

@@ -1,27 +1,32 @@
 """What the evaluation's judge reads in a served image (synthetic data only).
 
-The evaluate stage trains an attribute classifier on the real prepared images and caches it
-(``t2i.eval.cache``: ``<cache>/eval/classifier-<key>.safetensors`` + ``.json`` with its classes,
-``<cache>`` = ``$T2I_CACHE_DIR`` or ``.cache/t2i``). The key hashes the training data, which a
-served model does not carry, so ``auto`` takes the most recently written classifier in that
-cache: the one the last `dvc repro` of this project evaluated with. ``--judge PATH`` names a
-weights file; ``--judge none`` turns it off. Real datasets have no classifier, so no judge shows.
+The evaluate stage saves the attribute classifier it scored the model with at ``eval/judge/``
+(``t2i.eval.classifier.save_classifier``: weights + classes) and logs it to the model's MLflow
+run under the artifact path ``eval/judge``. ``--judge auto`` takes it from where the model came
+from: for a models/ directory, the ``eval/judge/`` of the same project (beside ``models/``);
+for a ``runs:/`` or ``models:/name@alias`` source, that run's ``eval/judge`` artifacts. A model
+that was never evaluated, or a real dataset (no ground truth, no classifier), shows no judge.
+``--judge PATH`` names a saved classifier (its directory, or a ``.safetensors`` with its
+``.json`` beside it); ``--judge none`` turns it off.
 """
 
 from __future__ import annotations
 
-import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import load_file
 
 from t2i.data.templates import parse_caption
-from t2i.eval import cache
-from t2i.eval.classifier import ATTRIBUTES, AttributeClassifier, _Net
+from t2i.eval.classifier import JUDGE_DIR as JUDGE_SUBDIR
+from t2i.eval.classifier import JUDGE_WEIGHTS, AttributeClassifier, load_classifier
+
+log = logging.getLogger(__name__)
+JUDGE_DIR = Path("eval") / JUDGE_SUBDIR      # in a project: where the evaluate stage writes the judge
+JUDGE_ARTIFACT = f"eval/{JUDGE_SUBDIR}"      # in the model's MLflow run: where the evaluate stage logs it
 
 
 @dataclass
@@ -43,25 +48,63 @@ class Judge:
         return out
 
 
-def _newest_cached() -> Path | None:
-    metas = sorted(cache.cache_dir().glob("classifier-*.json"), key=lambda p: p.stat().st_mtime, reverse=True)
-    return next((m.with_suffix(".safetensors") for m in metas if m.with_suffix(".safetensors").is_file()), None)
+def _run_id(uri: str) -> str | None:
+    """The MLflow run behind ``runs:/<id>/...``, ``models:/<name>@<alias>`` or
+    ``models:/<name>/<version>``; None for anything else (a logged-model id, a bad name)."""
+    body = uri.split(":/", 1)[1].strip("/")
+    if uri.startswith("runs:/"):
+        return body.split("/")[0] or None
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    client = mlflow.MlflowClient()
+    try:
+        if "@" in body:
+            name, alias = body.split("@", 1)
+            return client.get_model_version_by_alias(name, alias).run_id or None
+        name, _, version = body.partition("/")
+        return client.get_model_version(name, version).run_id or None if version.isdigit() else None
+    except MlflowException:
+        return None
 
 
-def load_judge(spec: str, device: torch.device) -> Judge | None:
-    """``spec``: "auto" (newest cached classifier, None when there is none), "none", or a
-    ``.safetensors`` path with its ``.json`` (classes) beside it."""
+def _from_run(uri: str) -> Path | None:
+    """The judge logged with the model's run, downloaded; None when the run has none."""
+    from t2i import tracking
+
+    run_id = _run_id(uri)
+    if run_id is None:
+        return None
+    try:
+        local = Path(tracking.download_artifacts(f"runs:/{run_id}/{JUDGE_ARTIFACT}"))
+    except tracking.TrackingError as exc:  # not evaluated (yet), or a real dataset: no judge
+        log.info("no judge in run %s: %s", run_id, exc)
+        return None
+    return local if (local / JUDGE_WEIGHTS).is_file() else None
+
+
+def find_judge(source: str | Path) -> Path | None:
+    """Where ``--judge auto`` finds the judge of a model source, or None."""
+    text = str(source)
+    if text.startswith(("runs:/", "models:/")):
+        return _from_run(text)
+    model_dir = Path(text)
+    if model_dir.suffix == ".safetensors" or model_dir.is_file():
+        model_dir = model_dir.parent
+    candidate = model_dir.resolve().parent / JUDGE_DIR  # models/ and eval/ share the project root
+    return candidate if (candidate / JUDGE_WEIGHTS).is_file() else None
+
+
+def load_judge(spec: str, device: torch.device, source: str | Path | None = None) -> Judge | None:
+    """``spec``: "auto" (the judge of ``source``, None when it has none), "none", or a saved
+    classifier's path (``load_classifier`` names what is missing)."""
     if spec == "none":
         return None
-    weights = _newest_cached() if spec == "auto" else Path(spec)
-    if weights is None:
-        return None
-    meta_file = weights.with_suffix(".json")
-    if not (weights.is_file() and meta_file.is_file()):
-        raise FileNotFoundError(f"judge {weights}: needs the weights file and {meta_file.name} beside it")
-    classes = json.loads(meta_file.read_text(encoding="utf-8")).get("classes")
-    if not isinstance(classes, dict) or not set(classes) <= set(ATTRIBUTES):
-        raise ValueError(f"{meta_file} does not describe an attribute classifier (no 'classes' of {ATTRIBUTES})")
-    net = _Net(classes)
-    net.load_state_dict(load_file(str(weights)))
-    return Judge(AttributeClassifier(net.to(device).eval(), classes, device), weights)
+    if spec == "auto":
+        found = find_judge(source) if source is not None else None
+        if found is None:
+            return None
+        path = found
+    else:
+        path = Path(spec)
+    return Judge(load_classifier(path, device), path)
