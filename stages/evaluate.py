@@ -25,6 +25,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--embeddings", type=Path, default=Path("data/embeddings"))
     ap.add_argument("--models", type=Path, default=Path("models"))
     ap.add_argument("--out", type=Path, default=Path("eval"))
+    ap.add_argument("--losses", type=Path, default=Path("plots/train/losses.csv"),
+                    help="the train stage's per-step losses, charted in the report")
     ap.add_argument("--no-tracking", action="store_true", help="do not log to MLflow (tests, dry runs)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="evaluate: %(message)s")
@@ -39,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         flat = evaluate(params, args.prepared, args.embeddings, args.models, args.out,
-                        track=not args.no_tracking)
+                        track=not args.no_tracking, losses_csv=args.losses)
     except (FileNotFoundError, ValueError) as exc:  # no model / data yet, or a model that does not fit the data
         print(f"evaluate: error: {exc}", file=sys.stderr)
         return 2

@@ -19,7 +19,7 @@ from t2i.config import EvaluateParams
 from t2i.device import pick_device
 from t2i.digest import file_digest
 from t2i.eval import cache
-from t2i.eval.classifier import COLOR_ROLES
+from t2i.eval.classifier import COLOR_ROLES, JUDGE_DIR, save_classifier, save_no_classifier
 from t2i.eval.context import EvalContext
 from t2i.eval.registry import MetricResult, run_metrics
 from t2i.eval.report import flat_metrics, write_outputs
@@ -83,8 +83,9 @@ def samples_grid(ctx: EvalContext) -> Image.Image:
 
 
 def evaluate(params: EvaluateParams, prepared_dir: Path, embeddings_dir: Path, model_dir: Path,
-             out_dir: Path, track: bool = True) -> dict[str, float]:
-    """Run every registered metric and write eval/; returns the flat metrics."""
+             out_dir: Path, track: bool = True, losses_csv: Path | None = None) -> dict[str, float]:
+    """Run every registered metric and write eval/; returns the flat metrics. ``losses_csv``
+    (the train stage's per-step losses) is charted in the report when it exists."""
     from t2i.data.prepared import load_prepared
 
     t0 = time.perf_counter()
@@ -99,7 +100,11 @@ def evaluate(params: EvaluateParams, prepared_dir: Path, embeddings_dir: Path, m
     grids = {"samples.png": samples_grid(ctx)}
     facts = {"model step": pipe.step, "encoder": pipe.encoder_name, "resolution": prepared.resolution,
              "device": str(device), "seconds": round(time.perf_counter() - t0, 1)}
-    paths = write_outputs(out_dir, results, grids, facts)
+    paths = write_outputs(out_dir, results, grids, facts, losses_csv)
+    # The judge `t2i serve` shows beside each image: the classifier these metrics were read with.
+    judge = (save_classifier(ctx.classifier(), out_dir / JUDGE_DIR) if ctx.has_attributes
+             else save_no_classifier(out_dir / JUDGE_DIR, "the dataset has no ground-truth attributes"))
+    paths.update({f"{JUDGE_DIR}/{f.name}": f for f in judge})
     flat = flat_metrics(results)
     if track:
         log_to_mlflow(model_dir, flat, grids, paths, int(pipe.step or 0))
@@ -121,7 +126,7 @@ def log_to_mlflow(model_dir: Path, flat: dict[str, float], grids: dict[str, Imag
         for name, image in grids.items():
             run.log_image(image, key=f"eval/{Path(name).stem}", step=step)
         for path in paths.values():
-            run.log_artifact(path, "eval/plots" if path.parent.name == "plots" else "eval")
+            run.log_artifact(path, f"eval/{path.parent.name}" if path.parent.name in ("plots", JUDGE_DIR) else "eval")
         run.set_tags({"evaluated": "true"})
         _register(run, flat)
     finally:
