@@ -27,7 +27,7 @@ def test_repro_writes_every_contract(project: Path) -> None:
     embeddings = np.load(project / "data/embeddings/embeddings.npy")
     assert images.dtype == np.uint8 and images.shape[1:] == (32, 32, 3)
     assert len(embeddings) == len(table) and embeddings.dtype == np.float32
-    assert set(table["split"]) == {"train", "test", "unseen"}
+    assert set(table["split"]) == {"train", "test", "unseen", "novel_wording"}
     assert (project / "models/generator.safetensors").stat().st_size > 0
     run_info = json.loads((project / "models/mlflow_run.json").read_text(encoding="utf-8"))
     assert run_info["run_id"]

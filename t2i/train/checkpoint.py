@@ -5,10 +5,11 @@ string metadata, a JSON header: step, sampler position, optimiser hyper-paramete
 fingerprint and the MLflow run. Per-step noise is derived from (seed, rank, step)
 (`runtime.step_generator`), so no RNG state is needed to continue bit-for-bit.
 
-The fingerprint covers what changes the training trajectory -- train params that shape the
-model or the optimisation, the data and embedding files, the process count, the networks'
-tensor names and shapes -- and leaves out
-`steps` and logging cadences, so `dvc exp run -S train.steps=6000` continues a finished run.
+The fingerprint covers what makes a run the run it is -- every train param but the logging and
+speed knobs (`steps` included: a run of another length is another experiment, with its own
+MLflow run), the data and embedding files, the process count, the networks' tensor names and
+shapes, and the source of t2i/models and t2i/train -- so a checkpoint is resumed only by the
+run that wrote it; anything else starts fresh and says why.
 
 The last two good checkpoints are kept: before a new one replaces last.safetensors, the current
 one (if its framing is intact) becomes prev.safetensors (a hard link, so no moment is without a
