@@ -105,6 +105,10 @@ def test_novel_wording_broken_down_by_novelty(judged: EvalContext) -> None:
         assert good.values[f"novel_wording/novelty/{kind.replace('+', '_')}/attr_all"] == g["attr_all"] >= 0.8
         assert bad.values[f"novel_wording/novelty/{kind.replace('+', '_')}/attr_all"] <= 0.15
     assert list(good.extra["per_novelty"]) == ["novel_wording"]
+    from mlflow.utils.validation import _validate_metric_name
+
+    for key in good.values:  # what log_to_mlflow sends: MLflow refuses "+" and other characters
+        _validate_metric_name(f"eval/{key}")
 
 
 def test_probe_scores_only_the_attributes_each_caption_states() -> None:

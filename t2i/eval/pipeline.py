@@ -1,7 +1,9 @@
 """The evaluate stage's work: load model and data, run every metric, write and log the outputs.
 
 ``stages/evaluate.py`` only parses arguments and calls ``evaluate``. Images come from the one
-generation pipeline (t2i/pipeline.py), as they do for `t2i generate` and `t2i probe`.
+generation pipeline (t2i/pipeline.py), as they do for `t2i generate` and `t2i probe`: captions of
+the table and their swaps from the embed stage's vectors and token states, exactly as training saw
+them; the hand-written probe captions (t2i/data/probe_captions.csv) through the model's encoder.
 """
 
 from __future__ import annotations
