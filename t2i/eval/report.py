@@ -17,6 +17,7 @@ import pandas as pd
 from PIL import Image
 
 from t2i.atomic import atomic_write
+from t2i.eval.context import SCORED_SPLITS
 from t2i.eval.registry import MetricResult
 from t2i.grids import png_bytes
 from t2i.nesting import nest
@@ -27,7 +28,6 @@ CAPTION_KIND_PLOT = "caption_kinds.csv"
 TEMPLATE_PLOT = "templates.csv"
 NOVELTY_PLOT = "novelty.csv"
 SPLIT_PLOT = "splits.csv"
-SPLITS = ("test", "unseen", "novel_wording", "probe")  # t2i.eval.context.SCORED_SPLITS, in report order
 
 
 def _round(v: float) -> float | None:
@@ -86,7 +86,7 @@ def split_table(results: list[MetricResult]) -> pd.DataFrame | None:
     captions / pairs each rests on: how far the model follows wordings it never trained on."""
     flat = flat_metrics(results)
     samples = {k: v for r in results if not r.skipped for k, v in r.samples.items()}
-    names = [s for s in SPLITS if f"{s}/attr_all" in flat or f"{s}/swap" in flat]
+    names = [s for s in SCORED_SPLITS if f"{s}/attr_all" in flat or f"{s}/swap" in flat]
     names += sorted({k.rsplit("/", 1)[0] for k in flat if k.startswith("novel_wording/novelty/")})
     if not names:
         return None
