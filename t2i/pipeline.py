@@ -11,14 +11,22 @@ and returns images. `t2i generate`, `t2i probe` and the evaluate stage all gener
 
 Noise: image j of every caption uses the j-th of ``n`` seeds drawn from ``seed``, so the columns
 of a caption grid share their noise and a row-to-row change is the text's doing.
+
+Words: a model with word attention (``GANConfig.word_attention``) also gets each caption's
+per-token states, from the same encoder call as its sentence vector (``encode_tokens``), or from
+the embed stage's token store for captions it was told about (``remember``). They are passed as
+float16, the precision the embed stage stores and training reads, and padded to a fixed width
+(the embed stage's ``max_tokens``), so a caption's image does not depend on the other captions
+of a batch. A sentence-only model never computes them: it draws exactly what it drew before.
 """
 
 from __future__ import annotations
 
 import threading
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 import torch
@@ -27,13 +35,33 @@ from PIL import Image
 from t2i.device import pick_device
 from t2i.models.config import GANConfig
 from t2i.models.io import ModelNotFoundError, read_config, read_generator, resolve_model_dir
+from t2i.text.base import MAX_TOKENS
 
-__all__ = ["GenerationPipeline", "ModelNotFoundError", "image_seeds", "noise", "to_uint8"]
+__all__ = ["CaptionText", "GenerationPipeline", "ModelNotFoundError", "image_seeds", "noise", "to_uint8"]
 
 DEFAULT_ENCODER = {"name": "use"}  # configs saved without an encoder section were trained on USE
 MAX_PER_CAPTION = 64
 MAX_IMAGES = 256
 BATCH_SIZE = 256  # generator forward passes: bounds memory, not results
+TOKEN_DTYPE = np.float16  # what the embed stage stores and training reads
+
+
+class TokenSource(Protocol):
+    """Stored token states row-aligned with remembered captions (``t2i.text.token_store.TokenStore``)."""
+
+    def __len__(self) -> int: ...
+
+    def gather(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(B, T, D) float16 and (B, T) bool for rows ``rows``."""
+        ...
+
+
+class CaptionText(NamedTuple):
+    """What the generator reads of a batch of captions."""
+
+    sentence: np.ndarray  # (n, D) float32 sentence vectors
+    tokens: np.ndarray | None  # (n, T, token_dim) float16, zero past each caption; None: sentence only
+    mask: np.ndarray | None  # (n, T) bool, True on a caption's tokens
 
 
 def to_uint8(x: torch.Tensor) -> np.ndarray:
@@ -71,8 +99,9 @@ class GenerationPipeline:
         self._encoder_factory = encoder_factory or self._build_encoder
         self._encoder: Any = None
         self._encoder_lock = threading.Lock()  # a server may call from several threads at once
-        self._stored_rows: dict[str, int] = {}  # caption -> row of self._stored
-        self._stored = np.zeros((0, self.config.text_dim), np.float32)
+        # Remembered captions: caption -> (source, row); source k is (vectors (m, D), tokens or None).
+        self._stored_rows: dict[str, tuple[int, int]] = {}
+        self._sources: list[tuple[np.ndarray, TokenSource | None]] = []
         dim = self.encoder_info.get("dim")
         if dim is not None and int(dim) != self.config.text_dim:
             raise ValueError(f"model config is inconsistent: encoder dim {dim} != generator "
@@ -114,30 +143,106 @@ class GenerationPipeline:
                              f"was trained on {self.config.text_dim}-d ones: use the encoder it was trained with")
         return encoder
 
-    def remember(self, captions: Sequence[str], vectors: np.ndarray) -> None:
+    @property
+    def uses_tokens(self) -> bool:
+        """Whether the generator reads per-token states (word attention), not only sentence vectors."""
+        return bool(self.config.word_attention)
+
+    @property
+    def token_width(self) -> int:
+        """T of every token batch: the embed stage's ``max_tokens`` (what the model was trained on)."""
+        return int(self.encoder_info.get("max_tokens") or MAX_TOKENS)
+
+    def remember(self, captions: Sequence[str], vectors: np.ndarray, tokens: TokenSource | None = None) -> None:
         """Use stored sentence vectors (rows of data/embeddings) for these captions instead of
-        encoding them again: the evaluate stage's captions, exactly as training saw them."""
+        encoding them again: the evaluate stage's captions, exactly as training saw them.
+
+        ``tokens`` (a ``TokenStore`` row-aligned with ``captions``) serves their token states to a
+        word-attention model; without it they are encoded when needed. Several calls add up (the
+        caption table, then its swaps); a caption given twice keeps its latest rows.
+        """
         if len(captions) != len(vectors):
             raise ValueError(f"{len(captions)} captions but {len(vectors)} vectors")
+        if tokens is not None and len(tokens) != len(captions):
+            raise ValueError(f"{len(captions)} captions but token states for {len(tokens)}: "
+                             "data/embeddings is stale; run `dvc repro embed`")
         if len(vectors) and vectors.shape[1] != self.config.text_dim:
             raise ValueError(f"stored vectors are {vectors.shape[1]}-d but the generator expects "
                              f"{self.config.text_dim}-d: they come from another encoder; run `dvc repro`")
-        self._stored_rows = {c: i for i, c in enumerate(captions)}
-        self._stored = vectors
+        k = len(self._sources)
+        self._sources.append((vectors, tokens))
+        self._stored_rows.update({c: (k, i) for i, c in enumerate(captions)})
+
+    def _get_encoder(self) -> Any:
+        with self._encoder_lock:
+            if self._encoder is None:
+                self._encoder = self._encoder_factory()
+        return self._encoder
 
     def encode(self, captions: Sequence[str]) -> np.ndarray:
         """(n,) captions -> (n, D) float32 sentence vectors (stored ones where remembered)."""
-        out = np.empty((len(captions), self.config.text_dim), np.float32)  # (n, D)
-        missing = [i for i, c in enumerate(captions) if c not in self._stored_rows]
+        return self.encode_text(captions, tokens=False).sentence
+
+    def encode_text(self, captions: Sequence[str], tokens: bool | None = None) -> CaptionText:
+        """Sentence vectors, and for a word-attention model (or ``tokens=True``) token states + mask
+        padded to ``token_width``: stored ones where remembered, the rest from the encoder."""
+        want_tokens = self.uses_tokens if tokens is None else tokens
+        n = len(captions)
+        sentence = np.empty((n, self.config.text_dim), np.float32)  # (n, D)
+        tok = np.zeros((n, self.token_width, self.config.token_dim), TOKEN_DTYPE) if want_tokens else None
+        mask = np.zeros((n, self.token_width), bool) if want_tokens else None
+        todo: list[int] = []  # rows the encoder must fill (sentence and/or tokens)
+        per_source: dict[int, list[tuple[int, int]]] = {}
         for i, c in enumerate(captions):
-            if c in self._stored_rows:
-                out[i] = self._stored[self._stored_rows[c]]
-        if missing:
-            with self._encoder_lock:
-                if self._encoder is None:
-                    self._encoder = self._encoder_factory()
-            out[missing] = self._encoder.encode([captions[i] for i in missing])
-        return out
+            where = self._stored_rows.get(c)
+            if where is None:
+                todo.append(i)
+                continue
+            sentence[i] = self._sources[where[0]][0][where[1]]
+            if want_tokens:
+                per_source.setdefault(where[0], []).append((i, where[1]))
+        for k, pairs in per_source.items():
+            store = self._sources[k][1]
+            if store is None:
+                todo += [i for i, _ in pairs]  # stored vector, tokens still to encode
+                continue
+            out_rows, rows = (np.array(v, dtype=np.int64) for v in zip(*pairs))
+            t, m = store.gather(rows)  # (b, T_store, D), (b, T_store)
+            self._put(tok, mask, out_rows, t, m)
+        if todo:
+            rows = np.array(sorted(set(todo)), dtype=np.int64)
+            fresh = self._encode_missing([captions[i] for i in rows], want_tokens)
+            new = np.array([captions[i] not in self._stored_rows for i in rows], bool)
+            sentence[rows[new]] = fresh.sentence[new]  # a stored sentence vector stays as training saw it
+            if fresh.tokens is None:  # a sentence-only encoder: the whole batch goes without words
+                tok = mask = None
+            else:
+                self._put(tok, mask, rows, fresh.tokens, fresh.mask)
+        return CaptionText(sentence, tok, mask)
+
+    def _put(self, tok: np.ndarray | None, mask: np.ndarray | None, rows: np.ndarray, t: np.ndarray,
+             m: np.ndarray) -> None:
+        """Copy (b, T', D) token states into rows of the (n, T, D) batch; T' may be below T."""
+        if tok is None or mask is None:
+            return
+        width = min(t.shape[1], tok.shape[1])
+        if m[:, width:].any():
+            raise ValueError(f"token states of {t.shape[1]} > token_width {tok.shape[1]}: "
+                             "data/embeddings was made with another embed.max_tokens; run `dvc repro`")
+        tok[rows, :width] = t[:, :width]
+        mask[rows, :width] = m[:, :width]
+
+    def _encode_missing(self, captions: list[str], want_tokens: bool) -> CaptionText:
+        """The encoder's sentence vectors (and token states) for captions nobody stored."""
+        encoder = self._get_encoder()
+        if not want_tokens:
+            return CaptionText(encoder.encode(captions), None, None)
+        if not getattr(encoder, "token_states", False):
+            warnings.warn(f"encoder {self.encoder_name!r} is sentence-only: the model's word attention is "
+                          "skipped and it draws from the sentence vector alone", stacklevel=3)
+            return CaptionText(encoder.encode(captions), None, None)
+        states = encoder.encode_tokens(captions, max_tokens=self.token_width)
+        return CaptionText(states.sentence, states.tokens.astype(TOKEN_DTYPE), states.mask)
 
     # -- images ------------------------------------------------------------------------------
     @torch.no_grad()
@@ -148,10 +253,17 @@ class GenerationPipeline:
             raise ValueError(f"{len(captions)} captions but {len(seeds)} seeds")
         if not len(captions):
             return np.zeros((0, self.resolution, self.resolution, 3), np.uint8)
-        text = torch.from_numpy(self.encode(list(captions)))  # (n, D)
+        text = self.encode_text(list(captions))
+        sentence = torch.from_numpy(text.sentence)  # (n, D)
         z = noise(seeds, self.config.z_dim)  # (n, z_dim)
-        out = [to_uint8(self.generator(z[s:s + BATCH_SIZE].to(self.device), text[s:s + BATCH_SIZE].to(self.device)))
-               for s in range(0, len(captions), BATCH_SIZE)]
+        out = []
+        for s in range(0, len(captions), BATCH_SIZE):
+            cut = slice(s, s + BATCH_SIZE)
+            words = {}
+            if text.tokens is not None and text.mask is not None:
+                words = {"tokens": torch.from_numpy(text.tokens[cut]).to(self.device),  # (b, T, token_dim)
+                         "token_mask": torch.from_numpy(text.mask[cut]).to(self.device)}  # (b, T)
+            out.append(to_uint8(self.generator(z[cut].to(self.device), sentence[cut].to(self.device), **words)))
         return np.concatenate(out)  # (n, R, R, 3)
 
     def _check_request(self, captions: Sequence[str], n: int) -> list[str]:

@@ -2,11 +2,13 @@
 truth (an oracle that draws what the caption says, a bag-of-words stand-in, noise).
 
 The sentence vectors here are a stand-in for USE that keeps roles apart (one-hot per role and
-value, plus a little per-caption noise), so the tests run without loading any encoder.
+value, plus a little per-caption noise), so the tests run without loading any encoder. The
+oracles know the hand-written probe captions too (t2i/data/probe_captions.csv).
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import numpy as np
@@ -54,12 +56,32 @@ def _flower(stated: dict, rng: np.random.Generator) -> Flower:
     )
 
 
+@functools.cache
+def _probe_truth() -> dict[str, dict]:
+    """The hand-written probe captions and their swaps -> the attributes each states."""
+    from t2i.data.probe import load_probe
+
+    out = {}
+    for rec in load_probe().to_dict("records"):
+        said = {a for a in rec["mentions"].split(",") if a}
+        stated = {a: rec[a] for a in said}
+        out[rec["caption"]] = stated
+        out[rec["swap_caption"]] = swap_colors(stated)
+    return out
+
+
+def stated(caption: str) -> dict:
+    """What a grammar caption or a probe caption states (the truth an oracle draws)."""
+    parsed = parse_caption(caption)
+    return parsed[1] if parsed is not None else _probe_truth()[caption]
+
+
 def oracle(captions: Sequence[str], seeds: Sequence[int]) -> np.ndarray:
     """Draws exactly what each caption says, with real nuisance variety: a perfect generator."""
     out = []
     for caption, seed in zip(captions, seeds):
         rng = np.random.default_rng(int(seed))
-        out.append(draw_flower(_flower(parse_caption(caption)[1], rng), RES, rng))
+        out.append(draw_flower(_flower(stated(caption), rng), RES, rng))
     return np.stack(out)  # (n, R, R, 3)
 
 
@@ -69,10 +91,10 @@ def bag_of_words(captions: Sequence[str], seeds: Sequence[int]) -> np.ndarray:
     out = []
     for caption, seed in zip(captions, seeds):
         rng = np.random.default_rng(int(seed))
-        stated = parse_caption(caption)[1]
+        said = stated(caption)
         if rng.random() < 0.5:
-            stated = swap_colors(stated)
-        out.append(draw_flower(_flower(stated, rng), RES, rng))
+            said = swap_colors(said)
+        out.append(draw_flower(_flower(said, rng), RES, rng))
     return np.stack(out)
 
 

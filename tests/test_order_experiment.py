@@ -14,23 +14,98 @@ order = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(order)
 
 
-def row(name: str, swap: float, concurrent: int = 1) -> dict:
+def row(name: str, swap: float, concurrent: int = 1, overrides: dict | None = None, **figures: float) -> dict:
     values = {col: 0.5 for col in order.COLUMNS}
     values["test swap"] = swap
-    return {"run": name, "overrides": {}, "seconds": 600.0, "concurrent": concurrent, **values}
+    values.update({k.replace("__", " "): v for k, v in figures.items()})
+    return {"run": name, "overrides": overrides or {}, "seconds": 600.0, "concurrent": concurrent, **values}
 
 
 def test_table_spread_and_verdicts() -> None:
     rows = [row("use-seed0", 0.9), row("use-seed1", 0.8, concurrent=2), row("bow", 0.2, concurrent=2)]
     spread = order.seed_spread(rows)
-    assert spread["test swap"] == {"mean": 0.85, "min": 0.8, "max": 0.9, "n": 2}
+    assert spread["use"]["test swap"] == {"mean": 0.85, "min": 0.8, "max": 0.9, "n": 2}
     table = order.markdown(rows, spread)
     assert "| use-seed0 | defaults |" in table and "| 10.0 |" in table
     assert "| 10.0* |" in table and "ran alongside another run" in table  # concurrent minutes marked
-    assert "0.850 [0.800, 0.900]" in table
+    assert "| use (word attention), 2 seeds: mean [min, max] |" in table and "0.850 [0.800, 0.900]" in table
     verdict = order.verdicts(rows)
-    assert verdict["use-seed0: test swap >= 0.85"] and not verdict["use-seed1: test swap >= 0.85"]
-    assert verdict["bow: test swap <= 0.30"]
+    assert verdict["use-seed0: test swap >= 0.85 (issue 7)"] and not verdict["use-seed1: test swap >= 0.85 (issue 7)"]
+    assert verdict["bow: test swap <= 0.3 (issue 7)"]
+
+
+def fake_runs() -> list[dict]:
+    """What a full run of the script could return: 3 seeds of each group, bow, no-attention."""
+    use = dict(test__attr_all=0.93, novel_wording__attr_all=0.87, novel_wording__swap=0.82, probe__attr_all=0.81,
+               unseen__attr_all=0.8, unseen__swap=0.7, diversity=0.6)
+    runs = [row(f"use-seed{k}", 0.9, **{**use, "probe__attr_all": 0.81 - 0.02 * k}) for k in range(3)]
+    runs += [row(f"sentence-only-seed{k}", 0.88, overrides=order.SENTENCE_ONLY, novel_wording__attr_all=0.6 + 0.01 * k,
+                 novel_wording__swap=0.55, probe__attr_all=0.1) for k in range(3)]
+    runs += [row("bow", 0.1, novel_wording__swap=0.25), row("no-attention", 0.9)]
+    return runs
+
+
+def test_new_splits_ablation_and_issue_25_targets_in_the_table() -> None:
+    rows = fake_runs()
+    spread = order.seed_spread(rows)
+    assert set(spread) == {"use", "sentence-only"}
+    assert spread["sentence-only"]["novel_wording attr_all"] == {"mean": 0.61, "min": 0.6, "max": 0.62, "n": 3}
+    table = order.markdown(rows, spread)
+    header = table.splitlines()[0]
+    for col in ("novel_wording attr_all", "novel_wording swap", "probe attr_all", "probe swap"):
+        assert f" {col} |" in header
+    # The ablation row, with its overrides as params.yaml spells them, and its own seed spread.
+    line = next(x for x in table.splitlines() if x.startswith("| sentence-only-seed0 |"))
+    assert "`train.model.word_attention=[]`, `train.model.d_word_match=false`" in line
+    cells = [c.strip() for c in line.split("|")[1:-1]]
+    assert cells[2 + list(order.COLUMNS).index("novel_wording attr_all")] == "0.600"
+    assert cells[2 + list(order.COLUMNS).index("probe attr_all")] == "0.100"
+    assert "| sentence vector only, 3 seeds: mean [min, max] | | " in table and "0.610 [0.600, 0.620]" in table
+    verdict = order.verdicts(rows)
+    assert verdict["use-seed0: novel_wording attr_all >= 0.85 (issue 25)"]
+    assert verdict["use-seed0: novel_wording swap >= 0.8 (issue 25)"]
+    assert verdict["use-seed0: test attr_all >= 0.9 (issue 25)"]
+    assert verdict["use-seed0: probe attr_all >= 0.8 (issue 25)"] and not verdict["use-seed2: probe attr_all >= 0.8 (issue 25)"]
+    assert verdict["bow: novel_wording swap <= 0.3 (issue 25)"]
+    assert not any(k.startswith(("sentence-only", "no-attention")) for k in verdict)  # ablations have no targets
+    # The targets are printed under the table, with how many seeds meet each.
+    assert "- use (word attention): probe attr_all >= 0.8 (issue 25): 1/3 NOT met (0.810, 0.790, 0.770)" in table
+    assert "- use (word attention): novel_wording attr_all >= 0.85 (issue 25): 3/3 met" in table
+    assert "- bow: novel_wording swap <= 0.3 (issue 25): 1/1 met (0.250)" in table
+    # Repro time: only a run made alone says anything about it.
+    assert "- use-seed0, run alone: whole `dvc repro` <= 20 min (issue 25): met (10.0 min)" in table
+    rows[0]["seconds"], rows[1]["concurrent"] = 25 * 60.0, 2
+    assert not order.verdicts(rows)["use-seed0: minutes <= 20 (issue 25)"]
+    assert "use-seed1: minutes <= 20 (issue 25)" not in order.verdicts(rows)
+    assert "(issue 25): NOT met (25.0 min)" in order.markdown(rows, spread)
+
+
+def test_older_json_without_the_new_columns_still_renders() -> None:
+    old = row("use-seed0", 0.9)
+    for col in ("novel_wording attr_all", "novel_wording swap", "probe attr_all", "probe swap"):
+        del old[col]
+    table = order.markdown([old], order.seed_spread([old]))
+    line = next(x for x in table.splitlines() if x.startswith("| use-seed0 |"))
+    assert line.count("| - ") == 4
+    assert "novel_wording attr_all >= 0.85 (issue 25): 0/1 NOT met (-)" in table
+
+
+def test_run_params_are_checked_before_any_repro() -> None:
+    import pytest
+
+    from t2i.config import ModelParams, ParamsError
+
+    # The sentence-only keys come with the word-attention training params (train.model.word_attention).
+    names = [n for n in order.RUNS if order.group_of(n) != "sentence-only" or "word_attention" in ModelParams.model_fields]
+    order.check_runs(names)
+    order.RUNS["bad-key"] = {"train.model.word_atention": []}
+    try:
+        with pytest.raises(ParamsError, match="word_atention"):
+            order.check_runs(["bad-key"])
+    finally:
+        del order.RUNS["bad-key"]
+    assert order.group_of("sentence-only-seed2") == "sentence-only" and order.group_of("bow") is None
+    assert order.group_of("use-seed10") == "use" and order.group_of("other-seed0") is None
 
 
 def test_readme_command_leaves_out_the_workdir() -> None:

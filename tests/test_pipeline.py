@@ -127,3 +127,127 @@ def test_loads_from_a_run_and_a_registered_model(model: Path, tmp_path: Path,
         GenerationPipeline.from_pretrained(f"runs:/{run.run_id}/nothing_here")
     with pytest.raises(FileNotFoundError, match="models:/no-such-model/1"):
         GenerationPipeline.from_pretrained("models:/no-such-model/1")
+
+
+# -- word attention: tokens reach the generator; sentence-only models are untouched -------------------
+
+WORDS = ["a red flower with a yellow stem", "a yellow flower with a red stem", "Crimson petals, blue stalk!"]
+USE_INFO = {"name": "use", "dim": 512, "token_states": True, "max_tokens": 64}
+
+
+def save_word_model(directory: Path) -> Path:
+    """A 512-d model whose word attention is open (gate 1): the tokens change its images."""
+    torch.manual_seed(0)
+    config = GANConfig(resolution=32, text_dim=512, z_dim=8, g_width=32, attention=(), word_attention=(8, 16))
+    g = Generator(config)
+    with torch.no_grad():
+        for module in g.word_attn.values():
+            module.gate.fill_(1.0)
+    save_generator(directory, g, {"model": config.to_dict(), "encoder": USE_INFO, "step": 1})
+    return directory
+
+
+def direct(pipe: GenerationPipeline, seeds: list[int], sentence: np.ndarray, tokens=None, mask=None) -> np.ndarray:
+    """What the generator draws when called by hand: the reference the pipeline must match."""
+    from t2i.pipeline import noise, to_uint8
+
+    words = {} if tokens is None else {"tokens": torch.from_numpy(tokens), "token_mask": torch.from_numpy(mask)}
+    with torch.no_grad():
+        return to_uint8(pipe.generator(noise(seeds, pipe.config.z_dim), torch.from_numpy(sentence), **words))
+
+
+def no_encoder():
+    raise AssertionError("a sentence-only model with stored vectors must not build an encoder")
+
+
+def test_sentence_only_model_draws_exactly_what_its_generator_draws(model: Path) -> None:
+    from t2i.models.io import read_config, read_generator
+
+    config = read_config(model)
+    pipe = GenerationPipeline(read_generator(model, config, torch.device("cpu")), config, torch.device("cpu"),
+                              encoder_factory=no_encoder)
+    with_vectors(pipe, CAPTIONS)
+    assert not pipe.uses_tokens
+    text = pipe.encode_text(CAPTIONS)
+    assert text.tokens is None and text.mask is None  # never computed, never asked of an encoder
+    seeds = [5, 9]
+    assert np.array_equal(pipe.generate_with_seeds(CAPTIONS, seeds), direct(pipe, seeds, text.sentence))
+
+
+@pytest.fixture(scope="module")
+def word_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return save_word_model(tmp_path_factory.mktemp("word_model"))
+
+
+def test_word_attention_model_gets_the_encoders_tokens(word_model: Path) -> None:
+    pipe = GenerationPipeline.from_pretrained(word_model, device="cpu")
+    assert pipe.uses_tokens and pipe.token_width == 64
+    text = pipe.encode_text(WORDS)
+    assert text.tokens.shape == (3, 64, 512) and text.tokens.dtype == np.float16 and text.mask.shape == (3, 64)
+    states = pipe._get_encoder().encode_tokens(WORDS, max_tokens=64)
+    assert np.array_equal(text.mask.sum(1), states.mask.sum(1))
+    assert np.allclose(text.sentence, pipe.encode(WORDS), atol=1e-5) and np.array_equal(text.sentence, states.sentence)
+    seeds = [1, 2, 3]
+    images = pipe.generate_with_seeds(WORDS, seeds)
+    assert np.array_equal(images, direct(pipe, seeds, text.sentence, text.tokens, text.mask))
+    # The words matter: the same sentence vectors without tokens draw other images.
+    assert np.abs(images.astype(int) - direct(pipe, seeds, text.sentence).astype(int)).mean() > 1.0
+    # Encoded alone, a caption's states differ from those of a batch in the last float bits (the
+    # encoder's batching), so its image may move by one level; stored states are exact (below).
+    alone = pipe.generate_with_seeds(WORDS[2:], seeds[2:]).astype(int)
+    assert np.abs(images[2:] - alone).max() <= 1
+
+
+def test_stored_token_states_draw_what_the_encoder_would(word_model: Path, tmp_path: Path) -> None:
+    import pandas as pd
+
+    from t2i.text import get_encoder
+    from t2i.text.embed_table import embed_table, load_text_features
+    from t2i.text.token_store import TokenStore
+
+    pd.DataFrame({"caption": WORDS[:2]}).to_parquet(tmp_path / "captions.parquet")
+    embed_table(tmp_path / "captions.parquet", tmp_path / "emb", get_encoder("use"), progress=False)
+    features = load_text_features(tmp_path / "emb", tokens=False)
+    fresh = GenerationPipeline.from_pretrained(word_model, device="cpu")
+    stored = GenerationPipeline(fresh.generator, fresh.saved, fresh.device, encoder_factory=no_encoder)
+    stored.remember(WORDS[:2], features.sentence, TokenStore(tmp_path / "emb"))
+    a, b = stored.encode_text(WORDS[:2]), fresh.encode_text(WORDS[:2])
+    assert np.array_equal(a.mask, b.mask)
+    assert np.abs(a.tokens.astype(np.float32) - b.tokens.astype(np.float32)).max() < 1e-2
+    seeds = [7, 8]
+    images = stored.generate_with_seeds(WORDS[:2], seeds)
+    assert np.abs(images.astype(int) - fresh.generate_with_seeds(WORDS[:2], seeds)).max() <= 1  # float16 rounding
+    # A caption's image does not depend on the other captions of the call (one token width for all).
+    assert np.array_equal(images[1:], stored.generate_with_seeds(WORDS[1:2], seeds[1:]))
+    assert np.array_equal(stored.generate_array(WORDS[1:2], seed=4, n=2), stored.generate_array(WORDS[:2], seed=4, n=2)[2:])
+    # A caption nobody stored is encoded (sentence and tokens) by the pipeline's own encoder.
+    both = GenerationPipeline(fresh.generator, fresh.saved, fresh.device)
+    both.remember(WORDS[:2], features.sentence, TokenStore(tmp_path / "emb"))
+    mixed = both.generate_with_seeds(WORDS, [7, 8, 9])
+    assert np.array_equal(mixed[:2], images)
+    assert np.array_equal(mixed[2], fresh.generate_with_seeds(WORDS[2:], [9])[0])
+    with pytest.raises(ValueError, match="stale"):
+        stored.remember(WORDS, np.zeros((3, 512), np.float32), TokenStore(tmp_path / "emb"))
+
+
+class SentenceOnlyUse:
+    """The bundled USE behind a sentence-only face, as a tfhub model without token outputs is."""
+
+    token_states = False
+
+    def __init__(self) -> None:
+        from t2i.text import get_encoder
+
+        self.inner = get_encoder("use")
+        self.dim = self.inner.dim
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        return self.inner.encode(texts)
+
+
+def test_word_model_falls_back_to_the_sentence_with_a_sentence_only_encoder(word_model: Path) -> None:
+    pipe = GenerationPipeline.from_pretrained(word_model, device="cpu")
+    only = GenerationPipeline(pipe.generator, pipe.saved, pipe.device, encoder_factory=SentenceOnlyUse)
+    with pytest.warns(UserWarning, match="sentence-only"):
+        images = only.generate_with_seeds(WORDS, [1, 2, 3])
+    assert np.array_equal(images, direct(pipe, [1, 2, 3], pipe.encode(WORDS)))

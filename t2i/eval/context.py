@@ -20,6 +20,12 @@ from t2i.eval.sampling import ImageSource, split_seeds
 from t2i.models.fit import FitSettings
 
 
+# Splits whose captions get generated images and attribute/swap scores, in report order.
+# ``novel_wording``: sentence frames (and words) never trained on; ``probe``: hand-written captions
+# (t2i/data/probe_captions.csv) that are not rows of the caption table and have no real image.
+SCORED_SPLITS = ("test", "unseen", "novel_wording", "probe")
+
+
 def judge_fit(params: EvaluateParams) -> FitSettings:
     return FitSettings(steps=params.classifier_steps, seed=params.seed)
 
@@ -33,6 +39,9 @@ class EvalContext:
     params: EvaluateParams
     device: torch.device
     data_key: str | None = None  # fingerprint of the data: caches the judges when given
+    # Caption tables scored beside the table's splits (``{"probe": load_probe()}``): their rows
+    # get generated images only; they never train a judge nor count as real images.
+    extra_splits: dict[str, pd.DataFrame] = field(default_factory=dict)
     _classifier: AttributeClassifier | None = field(default=None, repr=False)
     _encoder: ImageEncoder | None = field(default=None, repr=False)
     _generated: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
@@ -67,7 +76,9 @@ class EvalContext:
     def rows(self, split: str) -> pd.DataFrame:
         """Up to ``max_captions`` caption rows of a split, a fixed seeded sample (index kept)."""
         if split not in self._rows:
-            rows = self.table[self.table["split"] == split]
+            rows = self.extra_splits.get(split)
+            if rows is None:
+                rows = self.table[self.table["split"] == split]
             if len(rows) > self.params.max_captions:
                 rows = rows.sample(self.params.max_captions, random_state=self.params.seed)
             self._rows[split] = rows

@@ -1,7 +1,9 @@
 """The evaluate stage's work: load model and data, run every metric, write and log the outputs.
 
 ``stages/evaluate.py`` only parses arguments and calls ``evaluate``. Images come from the one
-generation pipeline (t2i/pipeline.py), as they do for `t2i generate` and `t2i probe`.
+generation pipeline (t2i/pipeline.py), as they do for `t2i generate` and `t2i probe`: captions of
+the table and their swaps from the embed stage's vectors and token states, exactly as training saw
+them; the hand-written probe captions (t2i/data/probe_captions.csv) through the model's encoder.
 """
 
 from __future__ import annotations
@@ -13,34 +15,55 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 from PIL import Image
 
 from t2i.config import EvaluateParams
 from t2i.device import pick_device
 from t2i.digest import file_digest
 from t2i.eval import cache
-from t2i.eval.classifier import COLOR_ROLES, JUDGE_DIR, save_classifier, save_no_classifier
-from t2i.eval.context import EvalContext
+from t2i.eval.classifier import COLOR_ROLES, JUDGE_DIR, attributes_in, mentions, save_classifier, save_no_classifier
+from t2i.eval.context import SCORED_SPLITS, EvalContext
 from t2i.eval.registry import MetricResult, run_metrics
 from t2i.eval.report import flat_metrics, write_outputs
 from t2i.eval.sampling import split_seeds, swap_pairs
 from t2i.grids import caption_grid
 from t2i.pipeline import GenerationPipeline
-from t2i.text.embed_table import EMBEDDINGS_FILE, load_embeddings
+from t2i.text.embed_table import EMBEDDINGS_FILE, load_text_features
+from t2i.text.token_store import TokenStore
 
 log = logging.getLogger(__name__)
-GRID_PAIRS = 3  # swapped pairs per split in eval/samples.png
+GRID_PAIRS = 2  # swapped pairs per split in eval/samples.png
+SWAP_DIR = "swap"  # data/embeddings/swap: the swap_caption column, embedded by the embed stage
 
 
-def use_stored_vectors(pipe: GenerationPipeline, captions: list[str], vectors: np.ndarray,
-                       encoder_info: dict[str, Any]) -> None:
-    """Tell the pipeline the embed stage's vectors for the table's captions (exactly the text
-    training saw); captions it does not know, such as swapped ones, it encodes itself."""
-    data_encoder, model_encoder = encoder_info.get("name"), (pipe.saved.get("encoder") or {}).get("name")
+def _token_store(pipe: GenerationPipeline, info: dict[str, Any], path: Path) -> TokenStore | None:
+    """The stored token states, when the model reads tokens and the embed stage kept them."""
+    return TokenStore(path) if pipe.uses_tokens and info.get("token_states") else None
+
+
+def remember_embeddings(pipe: GenerationPipeline, table: pd.DataFrame, embeddings_dir: Path) -> np.ndarray:
+    """Tell the pipeline the embed stage's sentence vectors and token states for the table's
+    captions and their swaps (exactly the text training saw); captions it does not know, such as
+    the probe set, it encodes itself. Returns the (n_captions, D) sentence vectors (a memmap)."""
+    features = load_text_features(embeddings_dir, tokens=False)
+    data_encoder, model_encoder = features.info.get("name"), (pipe.saved.get("encoder") or {}).get("name")
     if data_encoder and model_encoder and data_encoder != model_encoder:
         raise ValueError(f"data/embeddings was made with {data_encoder!r} but the model was trained on "
                          f"{model_encoder!r} vectors: run `dvc repro`")
-    pipe.remember(captions, vectors)
+    if len(features.sentence) != len(table):
+        raise ValueError(f"{embeddings_dir} has {len(features.sentence)} rows for {len(table)} captions: "
+                         "data/embeddings is stale; run `dvc repro embed`")
+    pipe.remember(table["caption"].tolist(), features.sentence, _token_store(pipe, features.info, embeddings_dir))
+    swap_dir = embeddings_dir / SWAP_DIR
+    if "swap_caption" in table.columns and (swap_dir / EMBEDDINGS_FILE).is_file():
+        swap = load_text_features(swap_dir, tokens=False)
+        if len(swap.sentence) == len(table):
+            pipe.remember(table["swap_caption"].tolist(), swap.sentence, _token_store(pipe, swap.info, swap_dir))
+        else:
+            log.warning("%s has %d rows for %d captions: swaps are encoded again", swap_dir,
+                        len(swap.sentence), len(table))
+    return features.sentence
 
 
 def data_fingerprint(prepared_dir: Path, embeddings_dir: Path) -> str:
@@ -49,35 +72,46 @@ def data_fingerprint(prepared_dir: Path, embeddings_dir: Path) -> str:
         prepared_dir / "captions.parquet", prepared_dir / "images.npy", embeddings_dir / EMBEDDINGS_FILE)))
 
 
-def samples_grid(ctx: EvalContext) -> Image.Image:
-    """Rows: swapped caption pairs (adjacent) from test and unseen, or plain test captions;
-    columns: ``noise_samples`` noise vectors, the same vectors in every row."""
+def _stated_colours(row: pd.Series, said: set[str]) -> dict[str, str]:
+    return {a: str(row[a]) for a in COLOR_ROLES if a in said and a in row.index and pd.notna(row[a])}
+
+
+def grid_captions(ctx: EvalContext) -> tuple[list[str], list[dict[str, str]]]:
+    """Captions of eval/samples.png and the colours each states: swapped pairs (adjacent) from
+    every scored split, or plain test captions on data without swaps."""
     captions: list[str] = []
-    for split in ("test", "unseen"):
+    truth: list[dict[str, str]] = []
+    for split in SCORED_SPLITS:
         pairs = swap_pairs(ctx.rows(split), GRID_PAIRS)
-        for a, b in zip(pairs["caption_a"], pairs["caption_b"]):
+        for a, b, petal, stem in zip(pairs["caption_a"], pairs["caption_b"], pairs["a_petal"], pairs["a_stem"]):
             captions += [a, b]
+            truth += [{"petal_color": petal, "stem_color": stem}, {"petal_color": stem, "stem_color": petal}]
     if not captions:
-        captions = ctx.rows("test")["caption"].drop_duplicates().head(2 * GRID_PAIRS).tolist()
+        rows = ctx.rows("test").drop_duplicates("caption").head(2 * GRID_PAIRS)
+        captions = rows["caption"].tolist()
+        truth = [_stated_colours(row, said) for (_, row), said in zip(rows.iterrows(), mentions(rows))]
+    return captions, truth
+
+
+def samples_grid(ctx: EvalContext) -> Image.Image:
+    """Rows: the grid captions; columns: ``noise_samples`` noise vectors, the same in every row.
+    On data with ground truth each row says how many samples the judge reads as stated."""
+    captions, truth = grid_captions(ctx)
     k = ctx.params.noise_samples
     seeds = split_seeds(ctx.params.seed, "grid", k).tolist()
     images = np.stack([ctx.source([c] * k, seeds) for c in captions])  # (rows, k, R, R, 3)
     marks = None
     if ctx.has_attributes:
-        from t2i.data.templates import parse_caption
-
         clf = ctx.classifier()
         marks = []
-        for caption, row in zip(captions, images):
-            parsed = parse_caption(caption)
-            if parsed is None:
+        for stated, row in zip(truth, images):
+            if not stated:
                 marks.append("")
                 continue
             pred = clf.predict(row)
             ok = np.ones(k, bool)
-            for a, v in parsed[1].items():
-                if a in COLOR_ROLES:  # colours: what the judge reads reliably at any resolution
-                    ok &= pred[a] == str(v)
+            for a, v in stated.items():  # colours: what the judge reads reliably at any resolution
+                ok &= pred[a] == v
             marks.append(f"judge: {int(ok.sum())}/{k} show every stated colour")
     return caption_grid(images, captions, marks)
 
@@ -92,13 +126,16 @@ def evaluate(params: EvaluateParams, prepared_dir: Path, embeddings_dir: Path, m
     device = pick_device(params.device, key="evaluate.device")
     pipe = GenerationPipeline.from_pretrained(model_dir, device)  # a missing model fails first, by name
     prepared = load_prepared(prepared_dir)
-    vectors, encoder_info = load_embeddings(embeddings_dir)  # (n_captions, D) memmap
-    use_stored_vectors(pipe, prepared.table["caption"].tolist(), vectors, encoder_info)
+    vectors = remember_embeddings(pipe, prepared.table, embeddings_dir)  # (n_captions, D) memmap
     data_key = data_fingerprint(prepared_dir, embeddings_dir)
-    ctx = EvalContext(prepared.table, prepared.images, vectors, pipe.generate_with_seeds, params, device, data_key)
+    extra = probe_split(prepared.table)
+    ctx = EvalContext(prepared.table, prepared.images, vectors, pipe.generate_with_seeds, params, device, data_key,
+                      extra_splits=extra)
     results: list[MetricResult] = run_metrics(ctx)
     grids = {"samples.png": samples_grid(ctx)}
     facts = {"model step": pipe.step, "encoder": pipe.encoder_name, "resolution": prepared.resolution,
+             "word attention": list(pipe.config.word_attention) or "none (sentence vector only)",
+             "probe captions": len(extra.get("probe", [])),
              "device": str(device), "seconds": round(time.perf_counter() - t0, 1)}
     paths = write_outputs(out_dir, results, grids, facts, losses_csv)
     # The judge `t2i serve` shows beside each image: the classifier these metrics were read with.
@@ -109,6 +146,16 @@ def evaluate(params: EvaluateParams, prepared_dir: Path, embeddings_dir: Path, m
     if track:
         log_to_mlflow(model_dir, flat, grids, paths, int(pipe.step or 0))
     return flat
+
+
+def probe_split(table: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """``{"probe": the hand-written captions}`` on data the judge can score (the synthetic
+    attributes), else nothing: probe captions state palette colours only."""
+    if not attributes_in(table):
+        return {}
+    from t2i.data.probe import load_probe
+
+    return {"probe": load_probe()}
 
 
 def log_to_mlflow(model_dir: Path, flat: dict[str, float], grids: dict[str, Image.Image],

@@ -18,6 +18,7 @@ from PIL import Image
 
 from t2i.atomic import atomic_write
 from t2i.eval.charts import charts_html
+from t2i.eval.context import SCORED_SPLITS
 from t2i.eval.registry import MetricResult
 from t2i.grids import png_bytes
 from t2i.nesting import nest
@@ -26,6 +27,8 @@ PLOTS_DIR = "plots"
 ATTRIBUTE_PLOT = "attribute_accuracy.csv"
 CAPTION_KIND_PLOT = "caption_kinds.csv"
 TEMPLATE_PLOT = "templates.csv"
+NOVELTY_PLOT = "novelty.csv"
+SPLIT_PLOT = "splits.csv"
 
 
 def _round(v: float) -> float | None:
@@ -65,7 +68,7 @@ def group_table(results: list[MetricResult], key: str, index: str) -> pd.DataFra
         groups = r.extra.get(key)
         if r.name == "attribute_accuracy" and isinstance(groups, dict) and any(groups.values()):
             columns = {f"{split}_{field}": {g: v[field] for g, v in per_group.items()}
-                       for split, per_group in groups.items() for field in ("captions", "attr_all")}
+                       for split, per_group in groups.items() if per_group for field in ("captions", "attr_all")}
             frame = pd.DataFrame(columns).round(4)
             frame.index.name = index
             return frame.reset_index()
@@ -74,8 +77,25 @@ def group_table(results: list[MetricResult], key: str, index: str) -> pd.DataFra
 
 GROUP_TABLES = {  # extra key -> (index column, plot file, report heading)
     "per_caption_kind": ("caption_kind", CAPTION_KIND_PLOT, "All-attributes accuracy per caption kind"),
-    "per_template": ("template", TEMPLATE_PLOT, "All-attributes accuracy per caption template"),
+    "per_template": ("template", TEMPLATE_PLOT, "All-attributes accuracy per sentence frame"),
+    "per_novelty": ("novelty", NOVELTY_PLOT, "novel_wording: all-attributes accuracy per kind of novelty"),
 }
+
+
+def split_table(results: list[MetricResult]) -> pd.DataFrame | None:
+    """Rows = scored splits (and novel_wording per novelty), columns = attr_all, swap, and how many
+    captions / pairs each rests on: how far the model follows wordings it never trained on."""
+    flat = flat_metrics(results)
+    samples = {k: v for r in results if not r.skipped for k, v in r.samples.items()}
+    names = [s for s in SCORED_SPLITS if f"{s}/attr_all" in flat or f"{s}/swap" in flat]
+    names += sorted({k.rsplit("/", 1)[0] for k in flat if k.startswith("novel_wording/novelty/")})
+    if not names:
+        return None
+    rows = [{"split": name.replace("/novelty/", ": "), "attr_all": flat.get(f"{name}/attr_all"),
+             "swap": flat.get(f"{name}/swap"), "swap_single": flat.get(f"{name}/swap_single"),
+             "captions": samples.get(f"{name} captions"), "pairs": samples.get(f"{name} pairs")}
+            for name in names]
+    return pd.DataFrame(rows).round(4)
 
 
 def _img_tag(image: Image.Image, alt: str) -> str:
@@ -100,6 +120,9 @@ def render_html(results: list[MetricResult], grids: dict[str, Image.Image], titl
                     f"<td>{values}</td><td>{samples}</td><td>{html.escape(r.what)}{note}</td></tr>")
     attr = attribute_table(results)
     attr_html = attr.to_html(index=False, na_rep="-") if attr is not None else ""
+    splits = split_table(results)
+    split_html = "" if splits is None else (
+        "<h2>Splits: test, unseen, novel wordings, hand-written probe</h2>" + splits.to_html(index=False, na_rep="-"))
     kind_html = ""
     for key, (index, _, heading) in GROUP_TABLES.items():
         frame = group_table(results, key, index)
@@ -116,6 +139,7 @@ img{{image-rendering:pixelated;max-width:100%}}</style></head><body>
 {charts_html(attr, losses_csv)}
 <h2>Metrics</h2><table><tr><th>metric</th><th>values</th><th>samples</th><th>what it measured</th></tr>
 {''.join(rows)}</table>
+{split_html}
 <h2>Attribute accuracy per attribute</h2>{attr_html}
 {kind_html}
 {grid_html}
@@ -134,6 +158,10 @@ def write_outputs(out_dir: Path, results: list[MetricResult], grids: dict[str, I
     paths["summary_plot"] = out_dir / PLOTS_DIR / "summary.csv"
     summary = pd.DataFrame([{"metric": k, "value": _round(v)} for k, v in flat_metrics(results).items()])
     atomic_write(paths["summary_plot"], summary.to_csv(index=False).encode())
+    splits = split_table(results)
+    if splits is not None:
+        paths["split_plot"] = out_dir / PLOTS_DIR / SPLIT_PLOT
+        atomic_write(paths["split_plot"], splits.to_csv(index=False).encode())
     attr = attribute_table(results)
     if attr is not None:
         paths["attribute_plot"] = out_dir / PLOTS_DIR / ATTRIBUTE_PLOT

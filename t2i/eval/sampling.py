@@ -21,33 +21,42 @@ class ImageSource(Protocol):
         ...
 
 
+SWAP_COLUMNS = ["caption_a", "caption_b", "a_petal", "a_stem", "novelty"]
+
+
 def swap_pairs(rows: pd.DataFrame, limit: int) -> pd.DataFrame:
     """Caption pairs that differ only by exchanging the petal and stem colours.
 
-    One pair per row (up to ``limit``): ``caption_a`` is the row's own caption, ``caption_b`` the
-    same template with the two colours swapped. Columns ``a_petal``/``a_stem`` hold the truth for
-    caption a (caption b's is the reverse). Needs the synthetic ground truth; empty otherwise.
+    One pair per row (up to ``limit``, in row order): ``caption_a`` is the row's own caption,
+    ``caption_b`` its ``swap_caption`` (the grammar renders it from the caption's own record; the
+    probe set's are written by hand), so both hold the same words in another order. Columns
+    ``a_petal``/``a_stem`` hold the truth for caption a (caption b's is the reverse); ``novelty``
+    is the row's (empty where the table has none). Empty without a ``swap_caption`` column.
     """
-    cols = ["caption_a", "caption_b", "a_petal", "a_stem"]
-    if not {"template", "petal_color", "stem_color"} <= set(rows.columns):
-        return pd.DataFrame(columns=cols)
-    from t2i.data.templates import render_caption, swap_colors
-
+    if not {"swap_caption", "petal_color", "stem_color"} <= set(rows.columns):
+        return pd.DataFrame(columns=SWAP_COLUMNS)
+    novelty = rows["novelty"] if "novelty" in rows.columns else pd.Series("", index=rows.index)
     out = []
-    for rec in rows.to_dict("records"):
-        if rec["petal_color"] == rec["stem_color"]:
+    for caption, swapped, petal, stem, nov in zip(rows["caption"], rows["swap_caption"], rows["petal_color"],
+                                                  rows["stem_color"], novelty.fillna("")):
+        if petal is None or stem is None or pd.isna(petal) or pd.isna(stem) or petal == stem:
             continue  # nothing to swap
-        swapped = render_caption(int(rec["template"]), swap_colors(rec))
-        if swapped == rec["caption"]:
+        if not isinstance(swapped, str) or not swapped.strip() or swapped == caption:
             continue
-        out.append({"caption_a": rec["caption"], "caption_b": swapped,
-                    "a_petal": rec["petal_color"], "a_stem": rec["stem_color"]})
+        out.append({"caption_a": caption, "caption_b": swapped, "a_petal": str(petal), "a_stem": str(stem),
+                    "novelty": str(nov)})
         if len(out) >= limit:
             break
-    return pd.DataFrame(out, columns=cols)
+    return pd.DataFrame(out, columns=SWAP_COLUMNS)
 
 
 def split_seeds(seed: int, split: str, n: int) -> np.ndarray:
     """Per-image noise seeds for one split's evaluation captions, fixed by ``evaluate.seed``."""
     salt = sum(map(ord, split))
     return np.random.default_rng([seed, salt]).integers(0, 2**31 - 1, n)
+
+
+def novelty_key(novelty: str) -> str:
+    """A ``novelty`` value as a metric-name part: "frame+words" -> "frame_words" (MLflow metric
+    names allow no "+")."""
+    return novelty.replace("+", "_")

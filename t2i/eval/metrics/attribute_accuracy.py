@@ -3,6 +3,9 @@
 A caption is scored only on the attributes it mentions ("a red flower with a yellow stem" says
 nothing about the centre). First the judge itself is checked on real test images it never
 trained on: if it cannot read real images, its verdict on generated ones means nothing.
+
+Splits: test, unseen, novel_wording (with a breakdown by its ``novelty``: a new sentence frame,
+new words, or both) and the hand-written probe set (scored on what each caption states).
 """
 
 from __future__ import annotations
@@ -11,10 +14,11 @@ import numpy as np
 import pandas as pd
 
 from t2i.eval.classifier import AttributeClassifier, image_labels, mentions
-from t2i.eval.context import EvalContext
+from t2i.eval.context import SCORED_SPLITS, EvalContext
 from t2i.eval.registry import MetricResult, register
+from t2i.eval.sampling import novelty_key
 
-SPLITS = ("test", "unseen")
+SPLITS = SCORED_SPLITS
 JUDGE_MIN = 0.95  # below this on real test images the judge is not trusted
 
 
@@ -66,18 +70,33 @@ def by_caption_kind(predicted: dict[str, np.ndarray], rows: pd.DataFrame, attrs:
 
 
 def by_template(predicted: dict[str, np.ndarray], rows: pd.DataFrame, attrs: list[str]) -> dict[str, dict[str, float]]:
-    """attr_all per caption template (synthetic data: the ``template`` column), named by its text:
-    the same attributes in another sentence form can fail alone ("the petals are {petal}, ...")."""
+    """attr_all per sentence frame (synthetic data: the ``template`` column), named by its text
+    (``grammar.frame_text``): the same attributes in another sentence form can fail alone
+    ("the petals are {petal}, ..."). Rows without a frame (template < 0: the probe set) are left out."""
     if "template" not in rows.columns or not attrs:
         return {}
-    from t2i.data.templates import TEMPLATES
+    from t2i.data.grammar import FRAMES, frame_text
 
     def name(t: int) -> str:
-        return f"{t}: {TEMPLATES[t].text}" if 0 <= t < len(TEMPLATES) else str(t)
+        return f"{t}: {frame_text(t)}" if t < len(FRAMES) else str(t)
 
     ids = rows["template"].astype(int).to_numpy()
-    names = np.array([name(t) for t in ids], dtype=object)
-    return _grouped(all_correct(predicted, rows, attrs), names, [name(t) for t in sorted(set(ids.tolist()))])
+    framed = ids >= 0
+    if not framed.any():
+        return {}
+    names = np.array([name(t) if t >= 0 else "" for t in ids], dtype=object)
+    ok = all_correct(predicted, rows, attrs)
+    return _grouped(ok[framed], names[framed], [name(t) for t in sorted(set(ids[framed].tolist()))])
+
+
+def by_novelty(predicted: dict[str, np.ndarray], rows: pd.DataFrame, attrs: list[str]) -> dict[str, dict[str, float]]:
+    """attr_all per ``novelty`` of novel_wording rows: "frame" (a sentence frame never trained on),
+    "words" (a colour word or noun never trained on), "frame+words". Held-out words are far harder
+    than held-out frames, so one mean over the split would hide which kind of novelty fails."""
+    if "novelty" not in rows.columns:
+        return {}
+    kinds = rows["novelty"].fillna("").astype(str).to_numpy(dtype=object)
+    return _grouped(all_correct(predicted, rows, attrs), kinds)
 
 
 def judge_accuracy(clf: AttributeClassifier, ctx: EvalContext) -> tuple[dict[str, np.ndarray], int]:
@@ -109,7 +128,8 @@ def attribute_accuracy(ctx: EvalContext) -> MetricResult:
         samples={"judge real test images": n_real},
     )
     void = {a: round(judge[a], 3) for a in clf.attributes if a not in trusted}
-    table, kinds, templates = {}, {}, {}
+    table: dict[str, dict[str, float]] = {}
+    groups: dict[str, dict[str, dict]] = {"per_caption_kind": {}, "per_template": {}, "per_novelty": {}}
     for split in SPLITS:
         rows = ctx.rows(split)
         if rows.empty:
@@ -119,12 +139,16 @@ def attribute_accuracy(ctx: EvalContext) -> MetricResult:
         result.values.update({f"{split}/{k}": v for k, v in values.items()})
         result.samples[f"{split} captions"] = counts["attr_all"]
         table[split] = {**score(predicted, rows, clf.attributes)[0], "attr_all": values["attr_all"]}
-        kinds[split] = by_caption_kind(predicted, rows, trusted)
-        templates[split] = by_template(predicted, rows, trusted)
+        groups["per_caption_kind"][split] = by_caption_kind(predicted, rows, trusted)
+        groups["per_template"][split] = by_template(predicted, rows, trusted)
+        if split == "novel_wording":
+            novelty = by_novelty(predicted, rows, trusted)
+            groups["per_novelty"][split] = novelty
+            result.values.update({f"{split}/novelty/{novelty_key(k)}/attr_all": v["attr_all"]
+                                  for k, v in novelty.items()})
     table["real_test"] = judge
     result.extra["per_attribute"] = table
-    result.extra["per_caption_kind"] = kinds
-    result.extra["per_template"] = templates
+    result.extra.update(groups)
     if void:
         result.note = (f"void: the judge reads {void} on real test images (< {JUDGE_MIN}); these "
                        "attributes are left out of the metrics and of attr_all")
