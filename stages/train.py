@@ -13,7 +13,7 @@ from contextlib import nullcontext
 from typing import Any
 
 from t2i.config import TrainParams, TrainRuntimeParams, load_section
-from t2i.errors import run_main
+from t2i.errors import UserError, run_main
 from t2i.models.matcher import Matcher
 from t2i.run_lock import run_lock
 from t2i.train import NonFiniteLossError, Outputs, TrainData, TrainingInterrupted, init_distributed, load_train_data, train
@@ -63,6 +63,10 @@ def _run(argv: list[str]) -> int:
     except NonFiniteLossError as exc:
         print(f"train: error: {exc}", file=sys.stderr)
         return 1
+    except ValueError as exc:
+        # Data that does not fit the params (fewer training captions than batch_size, a model
+        # that does not fit the embeddings) or a damaged file; --debug shows where.
+        raise UserError(str(exc)) from exc
     finally:
         shutdown(ctx)
 

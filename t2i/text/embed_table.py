@@ -13,6 +13,7 @@ Readers use :func:`load_text_features` (sentence vectors, and token states + mas
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,25 @@ from t2i.text.token_store import TextFeatures, TokenStore, TokenWriter
 
 EMBEDDINGS_FILE = "embeddings.npy"
 ENCODER_FILE = "encoder.json"
+
+
+def preallocated_memmap(path: Path, dtype: type | np.dtype, shape: tuple[int, ...]) -> np.memmap:
+    """A writable ``.npy`` memmap whose every byte is allocated on disk before it is mapped.
+
+    ``open_memmap`` alone makes a sparse file: on a full disk the first write to an unbacked page
+    kills the process with SIGBUS, no message. Allocating up front turns that into an ``OSError``
+    (ENOSPC) here, which the stage reports naming the file.
+    """
+    out = np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=shape)
+    size = out.offset + out.nbytes
+    del out  # written: header and length; nothing mapped is touched before the allocation
+    with open(path, "r+b") as f:
+        try:
+            os.posix_fallocate(f.fileno(), 0, size)
+        except OSError as exc:
+            exc.filename = str(path)
+            raise
+    return np.lib.format.open_memmap(path, mode="r+")
 
 
 def encode_unique(encoder: SentenceEncoder, captions: list[str]) -> tuple[np.ndarray, int]:
@@ -72,9 +92,7 @@ def embed_table(
     start = time.perf_counter()
     distinct, row = 0, 0
     with atomic_dir(out_dir) as tmp:
-        out = np.lib.format.open_memmap(
-            tmp / EMBEDDINGS_FILE, mode="w+", dtype=np.float32, shape=(n, encoder.dim)
-        )  # (n, D), filled chunk by chunk
+        out = preallocated_memmap(tmp / EMBEDDINGS_FILE, np.float32, (n, encoder.dim))  # (n, D), filled chunk by chunk
         tokens = TokenWriter(tmp, n, encoder.dim) if encoder.token_states else None
         bar = tqdm(total=n, unit="caption", unit_scale=True, disable=not progress, desc=f"embed {encoder.name}")
         with bar:
