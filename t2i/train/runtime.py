@@ -1,6 +1,13 @@
 """Where and how the step runs: device, precision, threads, seeding.
 
 Kept apart from the loop so the benchmark measures exactly what training uses.
+
+Threads on a CPU: ``train_runtime.threads: null`` (the default) asks ``default_threads``, which
+uses only the cores that are idle when training starts. A thread pool wider than the free cores
+collapses rather than slows down: every parallel region waits for its thread that shares a core
+with someone else's process (a sweep's second job, a queued ``dvc exp run``, a second user), and
+the step ran at 8-14 images/s against ~99 alone on a 2-core host. ``benchmarks/train_step.py
+--contention`` measures it.
 """
 
 from __future__ import annotations
@@ -8,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import os
 import random
+import time
 from dataclasses import dataclass
 from typing import ContextManager
 
@@ -63,6 +71,53 @@ def cpu_has_fast_bf16() -> bool:
         return torch.backends.cpu.get_cpu_capability().startswith("AVX512")
 
 
+def cpu_cores() -> int:
+    """Cores this process may run on (its affinity, which containers and taskset narrow)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def _cpu_times() -> dict[int, tuple[int, int]] | None:
+    """Per core: (idle jiffies, total jiffies) from /proc/stat; None where there is none."""
+    try:
+        lines = open("/proc/stat", encoding="ascii").read().splitlines()
+    except OSError:
+        return None
+    out: dict[int, tuple[int, int]] = {}
+    for line in lines:
+        name, *fields = line.split()
+        if name.startswith("cpu") and name[3:].isdigit():
+            values = [int(v) for v in fields[:8]]
+            out[int(name[3:])] = (values[3] + values[4], sum(values))  # idle + iowait, all
+    return out
+
+
+def idle_cores(sample_s: float = 0.3) -> int | None:
+    """How many of this process's cores were at least half idle over ``sample_s`` seconds."""
+    before = _cpu_times()
+    if before is None:
+        return None
+    time.sleep(sample_s)
+    after = _cpu_times() or {}
+    mine = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else set(before)
+    idle = 0
+    for core in mine:
+        if core in before and core in after:
+            d_idle, d_all = (a - b for a, b in zip(after[core], before[core]))
+            idle += d_all > 0 and d_idle / d_all >= 0.5
+    return idle
+
+
+def default_threads() -> int:
+    """Torch CPU threads when ``train_runtime.threads`` is null: the cores idle right now, at
+    least one. With one of two cores busy this is 1 thread, which keeps its core; 2 threads
+    would stall on the busy one (see the module docstring)."""
+    idle = idle_cores()
+    return max(1, min(cpu_cores(), cpu_cores() if idle is None else idle))
+
+
 def setup_runtime(device: str, precision: str, channels_last: bool, threads: int | None, local_rank: int = 0,
                   key: str = "train_runtime.device") -> Runtime:
     """``key``: the params key that named ``device``, for the error when CUDA is missing."""
@@ -70,8 +125,8 @@ def setup_runtime(device: str, precision: str, channels_last: bool, threads: int
     if dev.type == "cuda":
         torch.cuda.set_device(dev)
         torch.backends.cudnn.benchmark = True
-    if threads:
-        torch.set_num_threads(threads)
+    if dev.type == "cpu" or threads:
+        torch.set_num_threads(threads or default_threads())
     # Denormal floats in small conv nets make a CPU training step up to 8x slower.
     torch.set_flush_denormal(True)
     return Runtime(device=dev, dtype=pick_dtype(precision, dev), channels_last=channels_last)
