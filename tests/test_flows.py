@@ -195,7 +195,7 @@ def test_pipeline_ends_by_printing_the_mlflow_run_and_its_url(prefect_harness: N
                                                               capsys: pytest.CaptureFixture[str]) -> None:
     from flows.pipeline import pipeline
 
-    assert pipeline(project_dir=str(toy_repo)) == {"score": 0.3, "nested.acc": 0.5}
+    assert pipeline(project_dir=str(toy_repo)) == {"score": pytest.approx(0.3), "nested.acc": 0.5}
     info = json.loads((toy_repo / "models" / "mlflow_run.json").read_text())
     out = capsys.readouterr().out
     last = next(ln for ln in reversed(out.splitlines()) if ln.startswith("MLflow run "))
