@@ -10,7 +10,9 @@ from collections.abc import Iterator
 import pytest
 import torch
 
-from t2i.train.runtime import cpu_cores, cpu_has_fast_bf16, default_threads, idle_cores, pick_dtype, setup_runtime
+from t2i.train.runtime import (
+    ThreadGovernor, cpu_cores, cpu_has_fast_bf16, default_threads, idle_cores, pick_dtype, setup_runtime,
+)
 
 CPU = torch.device("cpu")
 
@@ -50,6 +52,26 @@ def test_default_threads_leave_out_busy_cores(restore_threads: None) -> None:
         assert (idle_cores() or 0) <= 1
         assert 1 <= default_threads() <= cores - 1
         setup_runtime("cpu", "fp32", False, None)  # train_runtime.threads: null
+        assert torch.get_num_threads() <= cores - 1
+    finally:
+        for p in busy:
+            p.kill()
+            p.wait()
+
+
+def test_governor_shrinks_the_pool_when_a_neighbour_starts_mid_run(restore_threads: None) -> None:
+    cores = cpu_cores()
+    if cores < 2:
+        pytest.skip("one core: nothing to leave out")
+    torch.set_num_threads(cores)  # started on a quiet machine
+    governor = ThreadGovernor(every_s=0.5)
+    busy = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(cores - 1)]
+    try:
+        x = torch.randn(256, 256)
+        deadline = time.monotonic() + 1.0
+        while time.monotonic() < deadline:  # this process works too: its own time is not "others"
+            x = torch.tanh(x @ x.T / 256)
+        governor.check()
         assert torch.get_num_threads() <= cores - 1
     finally:
         for p in busy:

@@ -3,7 +3,8 @@
 Kept apart from the loop so the benchmark measures exactly what training uses.
 
 Threads on a CPU: ``train_runtime.threads: null`` (the default) asks ``default_threads``, which
-uses only the cores that are idle when training starts. A thread pool wider than the free cores
+uses only the cores other processes leave free when training starts (``ThreadGovernor``
+re-decides between steps, for the loop). A thread pool wider than the free cores
 collapses rather than slows down: every parallel region waits for its thread that shares a core
 with someone else's process (a sweep's second job, a queued ``dvc exp run``, a second user), and
 the step ran at 8-14 images/s against ~99 alone on a 2-core host. ``benchmarks/train_step.py
@@ -79,43 +80,87 @@ def cpu_cores() -> int:
         return os.cpu_count() or 1
 
 
-def _cpu_times() -> dict[int, tuple[int, int]] | None:
-    """Per core: (idle jiffies, total jiffies) from /proc/stat; None where there is none."""
+def _busy_jiffies() -> int | None:
+    """Busy time (all but idle and iowait) of this process's cores, in jiffies, from /proc/stat;
+    None where there is none."""
     try:
         lines = open("/proc/stat", encoding="ascii").read().splitlines()
     except OSError:
         return None
-    out: dict[int, tuple[int, int]] = {}
+    mine = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
+    busy = 0
     for line in lines:
         name, *fields = line.split()
-        if name.startswith("cpu") and name[3:].isdigit():
+        if name.startswith("cpu") and name[3:].isdigit() and (mine is None or int(name[3:]) in mine):
             values = [int(v) for v in fields[:8]]
-            out[int(name[3:])] = (values[3] + values[4], sum(values))  # idle + iowait, all
-    return out
+            busy += sum(values) - values[3] - values[4]
+    return busy
+
+
+class CoreMeter:
+    """How many cores other processes keep busy, between two readings: the cores' busy time less
+    this process's own CPU time (so a run measures its neighbours, not itself)."""
+
+    def __init__(self) -> None:
+        self._tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+        self._last = self._read()
+
+    def _read(self) -> tuple[float, float, float] | None:
+        busy = _busy_jiffies()
+        if busy is None:
+            return None
+        own = os.times()
+        return time.monotonic(), busy / self._tick, own.user + own.system
+
+    def others(self) -> float | None:
+        """Cores' worth of other processes' work since the last call (None: cannot tell)."""
+        now, before = self._read(), self._last
+        self._last = now
+        if now is None or before is None or now[0] - before[0] < 0.05:
+            return None
+        return max(0.0, (now[1] - before[1]) - (now[2] - before[2])) / (now[0] - before[0])
+
+    def free_cores(self) -> int | None:
+        """Cores left over by other processes since the last reading, at least 1."""
+        others = self.others()
+        return None if others is None else max(1, min(cpu_cores(), int(cpu_cores() - others + 0.3)))
 
 
 def idle_cores(sample_s: float = 0.3) -> int | None:
-    """How many of this process's cores were at least half idle over ``sample_s`` seconds."""
-    before = _cpu_times()
-    if before is None:
-        return None
+    """Cores other processes left free over the next ``sample_s`` seconds (at least 1)."""
+    meter = CoreMeter()
     time.sleep(sample_s)
-    after = _cpu_times() or {}
-    mine = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else set(before)
-    idle = 0
-    for core in mine:
-        if core in before and core in after:
-            d_idle, d_all = (a - b for a, b in zip(after[core], before[core]))
-            idle += d_all > 0 and d_idle / d_all >= 0.5
-    return idle
+    return meter.free_cores()
 
 
 def default_threads() -> int:
-    """Torch CPU threads when ``train_runtime.threads`` is null: the cores idle right now, at
-    least one. With one of two cores busy this is 1 thread, which keeps its core; 2 threads
+    """Torch CPU threads when ``train_runtime.threads`` is null: the cores other processes leave
+    free right now. With one of two cores busy this is 1 thread, which keeps its core; 2 threads
     would stall on the busy one (see the module docstring)."""
-    idle = idle_cores()
-    return max(1, min(cpu_cores(), cpu_cores() if idle is None else idle))
+    return idle_cores() or cpu_cores()
+
+
+class ThreadGovernor:
+    """Re-decides the thread count between steps, for a neighbour that starts (or ends) after
+    training started. ``check()`` is cheap; every ``every_s`` seconds it compares the cores'
+    busy time with this process's own and resizes the pool when the free cores changed. Used
+    only when ``train_runtime.threads`` is null on a CPU."""
+
+    def __init__(self, every_s: float = 20.0) -> None:
+        self.every_s = every_s
+        self._meter = CoreMeter()
+        self._next = time.monotonic() + every_s
+
+    def check(self) -> int | None:
+        """The new thread count when it changed, else None."""
+        if time.monotonic() < self._next:
+            return None
+        self._next = time.monotonic() + self.every_s
+        free = self._meter.free_cores()
+        if free is None or free == torch.get_num_threads():
+            return None
+        torch.set_num_threads(free)
+        return free
 
 
 def setup_runtime(device: str, precision: str, channels_last: bool, threads: int | None, local_rank: int = 0,
