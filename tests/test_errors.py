@@ -85,6 +85,17 @@ def test_cli_names_a_foreign_model_file(tmp_path: Path) -> None:
     assert not (tmp_path / "x.png").exists()
 
 
+def test_evaluate_names_a_pickled_model_file(tmp_path: Path) -> None:
+    from test_cli_generate import save_tiny
+
+    model = save_tiny(tmp_path / "models")
+    (model / "generator.safetensors").write_bytes(b"\x80\x04\x95" + b"\x00" * 64)  # a pickle's first bytes
+    (tmp_path / "params.yaml").write_text("evaluate: {}\n", encoding="utf-8")
+    line = one_line(run(["-m", "stages.evaluate", "--no-tracking"], tmp_path), "evaluate")
+    assert "models/generator.safetensors" in line and "pickle" in line
+    assert not (tmp_path / "eval").exists()
+
+
 @pytest.mark.parametrize("content, expect", [
     (b"", "is empty"),
     ("caption,petal_color\nune fleur rouge,rouge\n".encode("latin-1") + b"\xe9t\xe9\n", "not UTF-8"),
