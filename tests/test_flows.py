@@ -184,6 +184,19 @@ def test_sweep_rejects_an_unknown_metric_before_any_point_trains(prefect_harness
     assert result["best"]["nested.acc"] == 0.5
 
 
+def test_sweep_command_rejects_an_unknown_metric_in_one_line(toy_repo: Path) -> None:
+    import sys
+
+    (toy_repo / "eval").mkdir()
+    (toy_repo / "eval" / "metrics.json").write_text('{"test": {"swap": 0.5}}')
+    proc = subprocess.run([sys.executable, str(ROOT / "flows" / "sweep.py"), "-G", "train.steps=[2]", "--metric", "swap"],
+                          cwd=toy_repo, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip() == ("sweep: error: metric 'swap' is not one the evaluate stage writes "
+                                   "(did you mean test.swap?); valid keys: test.swap")
+    assert orch.list_experiments(toy_repo) == []
+
+
 def test_check_metric_key_lists_valid_keys_and_suggests() -> None:
     keys = ["test.attr_all", "test.swap", "unseen.swap"]
     assert orch.check_metric_key("test/swap", keys) == "test.swap"
