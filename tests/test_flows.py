@@ -96,7 +96,7 @@ def _logs(flow_run_id: Any) -> str:
 
 def test_stage_order_follows_deps_not_file_order(toy_repo: Path) -> None:
     assert orch.stage_order(toy_repo) == ["prep", "fit"]
-    assert orch.stage_order(ROOT) == ["ingest", "embed", "matcher", "train", "evaluate"]
+    assert orch.stage_order(ROOT) == ["check_params", "ingest", "embed", "matcher", "train", "evaluate"]
 
 
 def test_apply_overrides_keeps_comments_and_validates(toy_repo: Path) -> None:
