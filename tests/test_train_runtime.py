@@ -79,6 +79,11 @@ def test_governor_shrinks_the_pool_when_a_neighbour_starts_mid_run(restore_threa
             p.wait()
 
 
+def test_torchrun_processes_share_the_free_cores(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", str(cpu_cores() + 1))  # more processes than cores
+    assert default_threads() == 1
+
+
 def test_explicit_threads_are_obeyed(restore_threads: None) -> None:
     setup_runtime("cpu", "fp32", False, 2)
     assert torch.get_num_threads() == 2

@@ -137,7 +137,9 @@ def default_threads() -> int:
     """Torch CPU threads when ``train_runtime.threads`` is null: the cores other processes leave
     free right now. With one of two cores busy this is 1 thread, which keeps its core; 2 threads
     would stall on the busy one (see the module docstring)."""
-    return idle_cores() or cpu_cores()
+    # torchrun starts LOCAL_WORLD_SIZE such processes at once: each takes its share.
+    per_host = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1))
+    return max(1, (idle_cores() or cpu_cores()) // per_host)
 
 
 class ThreadGovernor:
