@@ -2,6 +2,7 @@
 
     python benchmarks/train_step.py [--steps 8] [--rounds 3] [--batch-size 64] [--threads N]
     python benchmarks/train_step.py --params configs/oxford102-gpu.yaml --epoch-images 7034   # on a GPU
+    python benchmarks/train_step.py --contention [--steps 4 --rounds 3]   # quiet vs one core busy
 
 For fp32 / bf16 autocast x channels_last on / off (all in one run, same process, same
 threads): images/s of a full training iteration (D step with MA-GP, G step with the matcher term, EMA update), the
@@ -11,6 +12,11 @@ train.precision resolves to on this machine, `default_is_fastest_precision` whet
 faster precision here (bf16 is ~10x slower than fp32 on an AVX2-only CPU). Random data stands in for
 the prepared set (the loop reads it from one in-memory uint8 tensor either way), with swap
 partners and one-word misses so the hard-negative ranking is timed too.
+
+``--contention`` (see ``contention``) instead times the default config with the default thread
+policy (``t2i.train.runtime.default_threads``, what the train stage uses when
+``train_runtime.threads`` is null), quiet and with a busy loop holding one core, beside a fixed
+thread count of every core: images/s each, and busy as a share of quiet.
 """
 
 from __future__ import annotations
@@ -19,6 +25,8 @@ import argparse
 import json
 import os
 import platform
+import statistics
+import subprocess
 import sys
 import time
 from dataclasses import dataclass
@@ -36,7 +44,9 @@ from t2i.models.matcher import Matcher  # noqa: E402
 from t2i.train.data import TrainData  # noqa: E402
 from t2i.train.loop import model_config  # noqa: E402
 from t2i.train.negatives import CSR, CaptionRelations  # noqa: E402
-from t2i.train.runtime import Runtime, cpu_has_fast_bf16, pick_dtype, seed_everything, setup_runtime  # noqa: E402
+from t2i.train.runtime import (  # noqa: E402
+    Runtime, cpu_cores, cpu_has_fast_bf16, default_threads, pick_dtype, seed_everything, setup_runtime,
+)
 from t2i.train.step import GANState, StepConfig, build_state, train_step  # noqa: E402
 
 
@@ -141,6 +151,67 @@ def variants(best: dict[tuple[str, bool], float], flops_step: int, batch: int, p
     return out
 
 
+BUSY = "while True: pass"  # one core's worth of someone else's work
+
+
+def _timed(bench: Bench, state: GANState, rt: Runtime, steps: int, threads: int | None) -> tuple[int, float]:
+    """(threads used, images/s); ``threads`` None: decided by the default policy right now, as
+    the train stage would at its start under the same load."""
+    n = threads or default_threads()
+    torch.set_num_threads(n)
+    bench.step(state, rt, 0)  # one untimed step: the pool resizes, kernels settle
+    return n, bench.images_per_s(state, rt, steps)
+
+
+def contention(bench: Bench, rt: Runtime, rounds: int, steps: int) -> dict[str, Any]:
+    """Images/s of ``rt`` (the default precision and layout) quiet and with one core busy, for the
+    default thread policy and for every core, in interleaved rounds (medians).
+
+    A busy core is a second process spinning for the whole measurement: what a sweep's second
+    job, a queued ``dvc exp run`` or a second user costs the train step."""
+    state = bench.state(rt)
+    policies = {"default_policy": None, "all_cores": cpu_cores()}
+    runs: dict[str, dict[str, list[float]]] = {k: {"quiet": [], "busy": []} for k in policies}
+    used: dict[str, dict[str, list[int]]] = {k: {"quiet": [], "busy": []} for k in policies}
+    for _ in range(rounds):
+        for condition in ("quiet", "busy"):
+            busy = subprocess.Popen([sys.executable, "-c", BUSY]) if condition == "busy" else None
+            try:
+                time.sleep(0.5 if busy else 0.0)  # the busy loop is running before threads are chosen
+                for name, threads in policies.items():
+                    n, ips = _timed(bench, state, rt, steps, threads)
+                    runs[name][condition].append(ips)
+                    used[name][condition].append(n)
+            finally:
+                if busy is not None:
+                    busy.kill()
+                    busy.wait()
+    out: dict[str, Any] = {}
+    for name, by in runs.items():
+        quiet, busy = statistics.median(by["quiet"]), statistics.median(by["busy"])
+        out[name] = {"quiet_images_per_s": round(quiet, 1), "busy_images_per_s": round(busy, 1),
+                     "busy_share_of_quiet": round(busy / quiet, 3), "threads": used[name],
+                     "runs": {c: [round(x, 1) for x in v] for c, v in by.items()}}
+    return out
+
+
+def run_contention(args: argparse.Namespace) -> None:
+    p = load_section("train", args.params)
+    where = load_section("train_runtime", args.params)
+    res = load_section("ingest", args.params).resolution
+    rt = setup_runtime(where.device, p.precision, p.channels_last, where.threads)
+    data = fake_data(1024, res, 512)
+    bench = Bench(p, data, model_config(p, data), args.batch_size or p.batch_size, rt)
+    print(json.dumps({
+        "unit": "images/s of a full training iteration, default config; busy = another process spins on one core",
+        "cpus": cpu_cores(), "device": str(rt.device), "precision": rt.precision, "channels_last": rt.channels_last,
+        "batch_size": bench.batch, "resolution": res, "steps_per_measure": args.steps,
+        "load_average_before": round(os.getloadavg()[0], 2),
+        **contention(bench, rt, args.rounds, args.steps),
+        "load_average_at_end": round(os.getloadavg()[0], 2),
+    }, indent=1))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--steps", type=int, default=8, help="timed steps per variant per round (a multiple of train.loss.ma_gp_every)")
@@ -150,7 +221,11 @@ def main() -> None:
     ap.add_argument("--params", default="params.yaml")
     ap.add_argument("--epoch-images", type=int, default=None,
                     help="images per epoch (Oxford-102 trainval: 7034): also print seconds per epoch")
+    ap.add_argument("--contention", action="store_true", help="quiet vs one busy core, default thread policy")
     args = ap.parse_args()
+    if args.contention:
+        run_contention(args)
+        return
     p = load_section("train", args.params)
     where = load_section("train_runtime", args.params)
     res = load_section("ingest", args.params).resolution

@@ -76,7 +76,12 @@ def pipeline(overrides: dict[str, Any] | None = None, exp_name: str | None = Non
         run_stage(stage, root, exp_name, force)
     if exp_name:
         record_experiment(exp_name, root)
-    return publish(root, exp_name)
+    metrics = publish(root, exp_name)
+    if info := orch.read_json(Path(root) / "models" / "mlflow_run.json"):
+        line = orch.mlflow_run_line(info)  # the last thing the flow says: which run, and its URL
+        get_run_logger().info(line)
+        print(line, flush=True)
+    return metrics
 
 
 if __name__ == "__main__":

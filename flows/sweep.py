@@ -6,6 +6,11 @@ Each point is a `t2i-pipeline` subflow on the baseline params plus the point (ne
 `dvc repro` at once: DVC locks the workspace). At the end: a comparison table and the best point
 in Prefect (artifacts) and in MLflow (a parent run over the points' runs), and the best
 experiment applied to the workspace (`dvc exp apply`).
+
+``--metric`` is checked before any point trains, against the keys of the evaluate stage's
+metrics file (the workspace's, else the last commit's): a typo is an error listing the valid
+keys. With no metrics file yet, the first point's metrics are the check, and the sweep stops
+there rather than training every point for a metric that does not exist.
 """
 
 from __future__ import annotations
@@ -33,6 +38,9 @@ def sweep(grid: dict[str, list[Any]], metric: str, mode: str = "max", overrides:
           prefix: str | None = None, force: bool = False, project_dir: str = ".") -> dict[str, Any]:
     """Run every point of ``grid`` (dotted param -> values); rank points by ``metric`` (``mode`` max|min)."""
     logger, root = get_run_logger(), Path(project_dir).resolve()
+    keys = orch.known_metric_keys(root)
+    if keys is not None:
+        metric = orch.check_metric_key(metric, keys)  # before any point trains
     prefix = prefix or f"sweep-{flow_run.name}"
     baseline = (root / "params.yaml").read_text(encoding="utf-8")
     rows: list[dict[str, Any]] = []
@@ -45,6 +53,13 @@ def sweep(grid: dict[str, list[Any]], metric: str, mode: str = "max", overrides:
         row: dict[str, Any] = {"experiment": name, **{k: str(v) for k, v in point.items()}}
         if state.is_completed():
             row.update(state.result())
+            if keys is None:  # nothing evaluated before the sweep: the first result is the check
+                keys = sorted(state.result())
+                try:
+                    metric = orch.check_metric_key(metric, keys)
+                except ValueError:
+                    (root / "params.yaml").write_text(baseline, encoding="utf-8")
+                    raise
             if info := orch.read_json(root / "models" / "mlflow_run.json"):
                 children.append(info)
                 row["mlflow_run"] = info["run_id"]
@@ -79,5 +94,10 @@ if __name__ == "__main__":
     ap.add_argument("--metric", required=True)
     ap.add_argument("--mode", choices=["max", "min"], default="max")
     args = ap.parse_args()
+    if (known := orch.known_metric_keys(Path.cwd())) is not None:
+        try:
+            orch.check_metric_key(args.metric, known)
+        except ValueError as exc:  # one line, before Prefect starts
+            sys.exit(f"sweep: error: {exc}")
     result = sweep(dict(args.grid), args.metric, args.mode, orch.parse_overrides(args.set_param) or None)
     print(orch.markdown_table(result["rows"]))

@@ -15,10 +15,11 @@ from pathlib import Path
 
 import torch
 
-from t2i.config import ParamsError, load_section
+from t2i.config import load_section
+from t2i.errors import UserError, run_main
 
 
-def main(argv: list[str] | None = None) -> int:
+def _run(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--params", default="params.yaml")
     ap.add_argument("--prepared", type=Path, default=Path("data/prepared"))
@@ -30,11 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-tracking", action="store_true", help="do not log to MLflow (tests, dry runs)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="evaluate: %(message)s")
-    try:
-        params = load_section("evaluate", args.params)
-    except ParamsError as exc:
-        print(exc, file=sys.stderr)
-        return 2
+    params = load_section("evaluate", args.params)  # a params error is one line (run_main)
     torch.set_flush_denormal(True)  # small convnets on x86 CPUs slow down 2-10x on denormals
 
     from t2i.eval.pipeline import evaluate
@@ -42,12 +39,16 @@ def main(argv: list[str] | None = None) -> int:
     try:
         flat = evaluate(params, args.prepared, args.embeddings, args.models, args.out,
                         track=not args.no_tracking, losses_csv=args.losses)
-    except (FileNotFoundError, ValueError) as exc:  # no model / data yet, or a model that does not fit the data
-        print(f"evaluate: error: {exc}", file=sys.stderr)
-        return 2
+    except ValueError as exc:  # a model that does not fit the data (missing files: run_main)
+        raise UserError(str(exc)) from exc
     print(json.dumps(json.loads((args.out / "metrics.json").read_text(encoding="utf-8")), indent=1))
     print(f"evaluate: {len(flat)} figures -> {args.out}/metrics.json, {args.out}/report.html")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The stage; a failure the user can fix is one line on stderr and a non-zero exit."""
+    return run_main(_run, "evaluate", argv, outputs="eval/")
 
 
 if __name__ == "__main__":

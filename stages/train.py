@@ -13,8 +13,9 @@ from contextlib import nullcontext
 from typing import Any
 
 from t2i.config import TrainParams, TrainRuntimeParams, load_section
+from t2i.errors import UserError, run_main
 from t2i.models.matcher import Matcher
-from t2i.run_lock import RunLockedError, run_lock
+from t2i.run_lock import run_lock
 from t2i.train import NonFiniteLossError, Outputs, TrainData, TrainingInterrupted, init_distributed, load_train_data, train
 from t2i.train.distributed import device_type_hint, shutdown
 
@@ -38,7 +39,7 @@ def tracker_opener(params: TrainParams, runtime: TrainRuntimeParams, data: Train
     return open_tracker
 
 
-def main(argv: list[str] | None = None) -> int:
+def _run(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--params", default="params.yaml")
     ap.add_argument("--no-tracking", action="store_true", help="do not log to MLflow (tests, dry runs)")
@@ -56,20 +57,25 @@ def main(argv: list[str] | None = None) -> int:
         if ctx.is_main:
             print(f"train: step {result.step}, {result.images_per_s:.0f} images/s -> models/")
         return 0
-    except RunLockedError as exc:
-        print(f"train: error: {exc}", file=sys.stderr)
-        return 3
     except TrainingInterrupted as exc:
         print(f"train: {exc}", file=sys.stderr)
         return 128 + int(exc.signum)
-    except FileNotFoundError as exc:  # the matcher stage has not run
-        print(f"train: error: {exc}", file=sys.stderr)
-        return 2
     except NonFiniteLossError as exc:
         print(f"train: error: {exc}", file=sys.stderr)
         return 1
+    except ValueError as exc:
+        # Data that does not fit the params (fewer training captions than batch_size, a model
+        # that does not fit the embeddings) or a damaged file; --debug shows where.
+        raise UserError(str(exc)) from exc
     finally:
         shutdown(ctx)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The stage. Params, missing inputs (the matcher stage not run), a damaged checkpoint or
+    model file, a full disk, an unreachable MLflow server and a directory in use by another
+    trainer are each one line on stderr and a non-zero exit (t2i.errors.run_main)."""
+    return run_main(_run, "train", argv, outputs="checkpoints/, models/, plots/train/")
 
 
 if __name__ == "__main__":

@@ -20,10 +20,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-EXIT_USAGE = 2
+from t2i.errors import EXIT_USER, UserError, run_main
+
+EXIT_USAGE = EXIT_USER
+# Images per caption: the bound GenerationPipeline enforces (t2i.pipeline.MAX_PER_CAPTION), checked
+# here before the model loads; a test keeps the two equal.
+MAX_N = 64
 
 
-class CliError(Exception):
+class CliError(UserError):
     """A user-facing error: printed as one line, no traceback."""
 
 
@@ -64,8 +69,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     caption = args.caption.strip()
     if not caption:
         raise CliError("the caption is empty: describe the image, e.g. \"a red flower with a yellow stem\"")
-    if args.n < 1:
-        raise CliError(f"-n must be at least 1, got {args.n}")
+    _check_n(args.n)
     pipe = _load(args.model, args.device)
     images = _generate(pipe, [caption], args.seed, args.n)  # (1, n, R, R, 3)
     _write_png(caption_grid(images, [caption]), args.output)
@@ -73,10 +77,39 @@ def cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _read_probe_csv(path: Path, known: tuple[str, ...]) -> pd.DataFrame:
+def _check_n(n: int) -> None:
+    """-n within 1..MAX_N, before any work (a larger grid is minutes and gigabytes of one PNG)."""
+    if not 1 <= n <= MAX_N:
+        raise CliError(f"-n must be between 1 and {MAX_N} images per caption, got {n}: "
+                       "for more, run the command again with another --seed")
+
+
+def _read_csv(path: Path) -> pd.DataFrame:
     if not path.is_file():
         raise CliError(f"{path} not found")
-    table = pd.read_csv(path, dtype=str, keep_default_na=False)
+    try:
+        return pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8")
+    except pd.errors.EmptyDataError:
+        raise CliError(f"{path} is empty: it needs a header row 'caption,...' and one row per caption") from None
+    except UnicodeDecodeError as exc:
+        raise CliError(f"{path} is not UTF-8 text (byte {exc.start}): save it as UTF-8 CSV") from None
+    except pd.errors.ParserError as exc:
+        raise CliError(f"{path} is not a valid CSV: {exc}") from None
+
+
+def _check_values(path: Path, table: pd.DataFrame, valid: dict[str, tuple]) -> None:
+    """Every attribute value is one the judge knows ("chartreuse" would score 0.00 without a word)."""
+    for attr in (c for c in table.columns if c in valid):
+        names = [str(v) for v in valid[attr]]
+        bad = sorted({v for v in table[attr] if v != "" and v not in names})
+        if bad:
+            raise CliError(f"{path}: unknown {attr} value(s) {bad}; valid: {', '.join(names)} (or leave it empty)")
+
+
+def _read_probe_csv(path: Path, known: tuple[str, ...]) -> pd.DataFrame:
+    from t2i.data.flowers import ATTRIBUTES as VALUES
+
+    table = _read_csv(path)
     if "caption" not in table.columns:
         raise CliError(f"{path} needs a 'caption' column (plus attributes to check: {', '.join(known)})")
     unknown = [c for c in table.columns if c != "caption" and c not in known]
@@ -87,6 +120,9 @@ def _read_probe_csv(path: Path, known: tuple[str, ...]) -> pd.DataFrame:
         raise CliError(f"{path}: empty caption in row(s) {list(np.flatnonzero(table['caption'] == '') + 2)}")
     if table.empty:
         raise CliError(f"{path} has no rows")
+    for column in (c for c in table.columns if c != "caption"):
+        table[column] = table[column].str.strip()
+    _check_values(path, table, {a: VALUES[a] for a in known if a in VALUES})
     return table
 
 
@@ -98,6 +134,7 @@ def cmd_probe(args: argparse.Namespace) -> int:
     from t2i.grids import caption_grid
     from t2i.text.embed_table import EMBEDDINGS_FILE
 
+    _check_n(args.n)
     table = _read_probe_csv(args.csv, ATTRIBUTES)
     params = load_section("evaluate", args.params) if Path(args.params).is_file() else EvaluateParams()
     from t2i.data.prepared import load_prepared
@@ -144,7 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
     def common(p: argparse.ArgumentParser, output: str) -> None:
         p.add_argument("--model", default="models",
                        help="models/ dir, runs:/<run_id> or models:/<name>@<alias> (MLflow)")
-        p.add_argument("-n", type=int, default=8, help="images per caption (different noise vectors, at most 64)")
+        p.add_argument("-n", type=int, default=8, help=f"images per caption (different noise vectors), 1 to {MAX_N}")
         p.add_argument("-o", "--output", type=Path, default=Path(output), help="PNG grid to write")
         p.add_argument("--seed", type=int, default=0, help="noise seed: same seed, same images")
         p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
@@ -170,12 +207,10 @@ def main(argv: list[str] | None = None) -> int:
         from t2i.serve import main as serve
 
         return serve(argv[1:])
-    args = build_parser().parse_args(argv)
-    try:
-        return int(args.fn(args))
-    except CliError as exc:
-        print(f"t2i {args.command}: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+    args = build_parser().parse_args([a for a in argv if a != "--debug"])
+    # User errors (bad arguments, input files, model files, a full disk) are one line; --debug
+    # or T2I_DEBUG=1 adds the traceback (t2i.errors.run_main).
+    return run_main(lambda _: args.fn(args), f"t2i {args.command}", argv, outputs=str(args.output))
 
 
 if __name__ == "__main__":

@@ -220,7 +220,55 @@ def best_index(rows: Sequence[Mapping[str, Any]], metric: str, mode: str = "max"
 
 
 def mlflow_ui_link(info: Mapping[str, str]) -> str:
-    """Browser link to a run: the server itself for http(s) stores, else ``mlflow ui``'s default."""
+    """Browser link to a run's charts: the server itself for http(s) stores, else ``mlflow ui``'s
+    default address (``T2I_MLFLOW_UI`` overrides it)."""
+    from t2i.mlflow_model import ui_url
+
     uri = info.get("tracking_uri", "")
     base = uri.rstrip("/") if uri.startswith(("http://", "https://")) else os.environ.get("T2I_MLFLOW_UI", "http://127.0.0.1:5000")
-    return f"{base}/#/experiments/{info.get('experiment_id', '')}/runs/{info['run_id']}"
+    return ui_url(base, info.get("experiment_id", ""), info["run_id"])
+
+
+def mlflow_run_line(info: Mapping[str, str]) -> str:
+    """What the pipeline flow ends with: which MLflow run it wrote and where to open it."""
+    uri = info.get("tracking_uri", "")
+    local = "" if uri.startswith(("http://", "https://")) else f" (local store {uri}: start `mlflow ui --backend-store-uri {uri}` first)"
+    return f"MLflow run {info['run_id']}: {mlflow_ui_link(info)}{local}"
+
+
+def metrics_files(root: Path) -> list[str]:
+    """The metrics files ``dvc.yaml`` declares (the evaluate stage's ``eval/metrics.json``)."""
+    stages: dict[str, Any] = yaml.safe_load((root / "dvc.yaml").read_text(encoding="utf-8"))["stages"]
+    return [m for s in stages.values() for m in _names(s.get("metrics", []))]
+
+
+def known_metric_keys(root: Path) -> list[str] | None:
+    """Numeric keys the evaluate stage writes, read from its metrics file in the workspace, else
+    from the last commit; None when neither has one (nothing evaluated yet)."""
+    keys: set[str] = set()
+    found = False
+    for name in metrics_files(root):
+        text = None
+        if (root / name).is_file():
+            text = (root / name).read_text(encoding="utf-8")
+        else:
+            shown = subprocess.run(["git", "show", f"HEAD:{name}"], cwd=root, capture_output=True, text=True)
+            text = shown.stdout if shown.returncode == 0 else None
+        if text is not None:
+            try:
+                keys |= set(numeric_metrics(json.loads(text)))
+                found = True
+            except ValueError:
+                continue  # a damaged metrics file tells nothing; the first point's result will
+    return sorted(keys) if found else None
+
+
+def check_metric_key(metric: str, keys: Sequence[str]) -> str:
+    """``metric`` as the sweep table spells it (``test.swap``; ``test/swap`` is accepted), or a
+    ValueError listing the valid keys: a typo would otherwise train every point for nothing."""
+    for candidate in (metric, metric.replace("/", ".")):
+        if candidate in keys:
+            return candidate
+    close = [k for k in keys if k.rsplit(".", 1)[-1] == metric.replace("/", ".").rsplit(".", 1)[-1]]
+    hint = f" (did you mean {', '.join(close)}?)" if close else ""
+    raise ValueError(f"metric {metric!r} is not one the evaluate stage writes{hint}; valid keys: {', '.join(keys)}")

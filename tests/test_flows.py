@@ -96,7 +96,7 @@ def _logs(flow_run_id: Any) -> str:
 
 def test_stage_order_follows_deps_not_file_order(toy_repo: Path) -> None:
     assert orch.stage_order(toy_repo) == ["prep", "fit"]
-    assert orch.stage_order(ROOT) == ["ingest", "embed", "matcher", "train", "evaluate"]
+    assert orch.stage_order(ROOT) == ["check_params", "ingest", "embed", "matcher", "train", "evaluate"]
 
 
 def test_apply_overrides_keeps_comments_and_validates(toy_repo: Path) -> None:
@@ -163,6 +163,57 @@ def test_sweep_two_points_two_experiments(prefect_harness: None, toy_repo: Path)
     assert len(children) == 2
     assert "steps: 4" in (toy_repo / "params.yaml").read_text()  # best point applied
 
+
+
+def test_sweep_rejects_an_unknown_metric_before_any_point_trains(prefect_harness: None, toy_repo: Path) -> None:
+    from flows.sweep import sweep
+
+    # Nothing evaluated yet: the first point's metrics are the check; the second point never trains.
+    state = sweep(grid={"train.steps": [2, 4]}, metric="scor", prefix="typo", project_dir=str(toy_repo),
+                  return_state=True)
+    assert state.is_failed()
+    assert "'scor'" in str(state.message) and "score" in str(state.message) and "nested.acc" in str(state.message)
+    assert "typo-1" not in orch.list_experiments(toy_repo)
+    assert "steps: 3" in (toy_repo / "params.yaml").read_text()  # baseline restored
+    # Now eval/metrics.json exists: a wrong key fails before any point, a "/" key is accepted.
+    before = set(orch.list_experiments(toy_repo))
+    state = sweep(grid={"train.steps": [5]}, metric="swap", prefix="early", project_dir=str(toy_repo), return_state=True)
+    assert state.is_failed() and "valid keys: nested.acc, score" in str(state.message)
+    assert set(orch.list_experiments(toy_repo)) == before
+    result = sweep(grid={"train.steps": [5]}, metric="nested/acc", prefix="slash", project_dir=str(toy_repo))
+    assert result["best"]["nested.acc"] == 0.5
+
+
+def test_sweep_command_rejects_an_unknown_metric_in_one_line(toy_repo: Path) -> None:
+    import sys
+
+    (toy_repo / "eval").mkdir()
+    (toy_repo / "eval" / "metrics.json").write_text('{"test": {"swap": 0.5}}')
+    proc = subprocess.run([sys.executable, str(ROOT / "flows" / "sweep.py"), "-G", "train.steps=[2]", "--metric", "swap"],
+                          cwd=toy_repo, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip() == ("sweep: error: metric 'swap' is not one the evaluate stage writes "
+                                   "(did you mean test.swap?); valid keys: test.swap")
+    assert orch.list_experiments(toy_repo) == []
+
+
+def test_check_metric_key_lists_valid_keys_and_suggests() -> None:
+    keys = ["test.attr_all", "test.swap", "unseen.swap"]
+    assert orch.check_metric_key("test/swap", keys) == "test.swap"
+    with pytest.raises(ValueError, match=r"did you mean test.swap, unseen.swap\?.*valid keys: test.attr_all"):
+        orch.check_metric_key("swap", keys)
+
+
+def test_pipeline_ends_by_printing_the_mlflow_run_and_its_url(prefect_harness: None, toy_repo: Path,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    from flows.pipeline import pipeline
+
+    assert pipeline(project_dir=str(toy_repo)) == {"score": pytest.approx(0.3), "nested.acc": 0.5}
+    info = json.loads((toy_repo / "models" / "mlflow_run.json").read_text())
+    out = capsys.readouterr().out
+    last = next(ln for ln in reversed(out.splitlines()) if ln.startswith("MLflow run "))
+    assert last.startswith(f"MLflow run {info['run_id']}: http://127.0.0.1:5000/#/experiments/{info['experiment_id']}/runs/{info['run_id']}")
+    assert "mlflow ui --backend-store-uri sqlite:" in last  # a local store: say how to open it
 
 # -- the real stages, in a throwaway copy of the project (tests/pipeline_repo.py) -----------------
 

@@ -70,14 +70,14 @@ def test_folder_with_three_corrupt_images_lists_exactly_those(tmp_path: Path) ->
 def test_over_bad_fraction_fails_with_summary(tmp_path: Path) -> None:
     folder_dataset(tmp_path / "mine", good=60, corrupt=4)
     result = run_stage(tmp_path, {"dataset": "folder", "root": "mine", "workers": 1})
-    assert result.returncode == 1
+    assert result.returncode == 2
     assert "4 of 64 images are bad" in result.stderr
     assert not (tmp_path / "data" / "prepared").exists()
 
 
 def test_missing_dataset_fails_naming_the_path(tmp_path: Path) -> None:
     result = run_stage(tmp_path, {"dataset": "oxford102"})
-    assert result.returncode == 1
+    assert result.returncode == 2
     assert "data/raw/oxford102" in result.stderr and "Traceback" not in result.stderr
 
 

@@ -9,6 +9,8 @@ a half-written ``data/prepared`` that a later stage would silently train on.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -99,12 +101,36 @@ def write_prepared(
         **{k: v for k, v in manifest.items() if k not in ("source", "dataset", "skipped")},
     }
     with atomic_dir(out_dir) as tmp:
-        table.to_parquet(tmp / CAPTIONS_FILE, index=False)
-        np.save(tmp / IMAGES_FILE, np.ascontiguousarray(images))
-        (tmp / MANIFEST_FILE).write_text(
-            json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
-        )
+        with _naming(out_dir / CAPTIONS_FILE):
+            table.to_parquet(tmp / CAPTIONS_FILE, index=False)
+        with _naming(out_dir / IMAGES_FILE):
+            _save_npy(tmp / IMAGES_FILE, images)
+        with _naming(out_dir / MANIFEST_FILE):
+            (tmp / MANIFEST_FILE).write_text(
+                json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
+            )
     return out_dir
+
+
+def _save_npy(path: Path, array: np.ndarray) -> None:
+    """``np.save`` through a plain file write: numpy's own (``tofile``) reports a full disk as an
+    OSError without an errno ("N requested and M written"); a write() says ENOSPC."""
+    array = np.ascontiguousarray(array)
+    with open(path, "wb") as f:
+        np.lib.format.write_array_header_1_0(f, np.lib.format.header_data_from_array_1_0(array))
+        f.write(memoryview(array).cast("B"))
+
+
+@contextmanager
+def _naming(path: Path) -> Iterator[None]:
+    """An OSError without a file name (np.save, pyarrow on a full disk) gets ``path``: the
+    message then names the output, not a hidden temp directory or nothing at all."""
+    try:
+        yield
+    except OSError as exc:
+        if not exc.filename:
+            exc.filename = str(path)
+        raise
 
 
 def load_prepared(path: Path | str) -> Prepared:

@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from t2i.atomic import atomic_dir
 from t2i.text.base import MAX_TOKENS, SentenceEncoder
-from t2i.text.token_store import TextFeatures, TokenStore, TokenWriter
+from t2i.text.token_store import TextFeatures, TokenStore, TokenWriter, preallocated_memmap
 
 EMBEDDINGS_FILE = "embeddings.npy"
 ENCODER_FILE = "encoder.json"
@@ -72,9 +72,7 @@ def embed_table(
     start = time.perf_counter()
     distinct, row = 0, 0
     with atomic_dir(out_dir) as tmp:
-        out = np.lib.format.open_memmap(
-            tmp / EMBEDDINGS_FILE, mode="w+", dtype=np.float32, shape=(n, encoder.dim)
-        )  # (n, D), filled chunk by chunk
+        out = preallocated_memmap(tmp / EMBEDDINGS_FILE, np.float32, (n, encoder.dim))  # (n, D), filled chunk by chunk
         tokens = TokenWriter(tmp, n, encoder.dim) if encoder.token_states else None
         bar = tqdm(total=n, unit="caption", unit_scale=True, disable=not progress, desc=f"embed {encoder.name}")
         with bar:

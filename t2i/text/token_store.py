@@ -17,6 +17,7 @@ fixed-size header that is filled in at the end (a valid .npy: ``np.load(mmap_mod
 from __future__ import annotations
 
 import json
+import os
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +32,25 @@ OFFSETS_FILE = "token_offsets.npy"
 PIECES_FILE = "token_pieces.npy"
 VOCAB_FILE = "token_vocab.json"
 _HEADER = 128  # bytes: magic + version + length + the dict, space-padded (a multiple of 64)
+
+
+def preallocated_memmap(path: Path, dtype: type | np.dtype, shape: tuple[int, ...]) -> np.memmap:
+    """A writable ``.npy`` memmap whose every byte is allocated on disk before it is mapped.
+
+    ``open_memmap`` alone makes a sparse file: on a full disk the first write to an unbacked page
+    kills the process with SIGBUS, no message. Allocating up front turns that into an ``OSError``
+    (ENOSPC) here, which the stage reports naming the file.
+    """
+    out = np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=shape)
+    size = out.offset + out.nbytes
+    del out  # written: header and length; nothing mapped is touched before the allocation
+    with open(path, "r+b") as f:
+        try:
+            os.posix_fallocate(f.fileno(), 0, size)
+        except OSError as exc:
+            exc.filename = str(path)
+            raise
+    return np.lib.format.open_memmap(path, mode="r+")
 
 
 class StreamNpy:
@@ -67,7 +87,7 @@ class TokenWriter:
         self.out_dir = out_dir
         self.tokens = StreamNpy(out_dir / TOKENS_FILE, np.float16, dim)
         self.pieces = StreamNpy(out_dir / PIECES_FILE, np.int32, None)
-        self.offsets = np.lib.format.open_memmap(out_dir / OFFSETS_FILE, mode="w+", dtype=np.int64, shape=(n_rows, 2))
+        self.offsets = preallocated_memmap(out_dir / OFFSETS_FILE, np.int64, (n_rows, 2))  # ENOSPC, not SIGBUS
         self.vocab: dict[str, int] = {}
         self.width = 0
 
