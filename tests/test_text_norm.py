@@ -38,7 +38,7 @@ def test_whiten_centres_rescales_and_separates_swaps() -> None:
 
 def test_smaller_whitening_eps_shows_a_weak_role_direction_more() -> None:
     """eps damps directions under eps * the largest eigenvalue: a role difference that small
-    (template 8's in USE, tuning log session 13) only stands out when eps is smaller."""
+    (template 8's in USE, tuning log 2026-12-02, 1baf2c6) only stands out when eps is smaller."""
     g = torch.Generator().manual_seed(1)
     dim, n = 64, 3000
     basis, _ = torch.linalg.qr(torch.randn(dim, dim, generator=g))  # orthonormal columns
