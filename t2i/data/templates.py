@@ -15,19 +15,11 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
-from t2i.data.flowers import COLORS, PETAL_COUNTS, PETAL_SHAPES
+from t2i.data.flowers import COLORS, PETAL_SHAPES
+from t2i.data.grammar import NUMBER_WORDS, SLOTS
 
-NUMBER_WORDS: dict[int, str] = {3: "three", 5: "five", 8: "eight"}
-assert set(NUMBER_WORDS) == set(PETAL_COUNTS)
-
-# Placeholder in the template text -> attribute name in the caption table.
-FIELDS: dict[str, str] = {
-    "petal": "petal_color",
-    "stem": "stem_color",
-    "center": "center_color",
-    "count": "petal_count",
-    "shape": "petal_shape",
-}
+# Placeholder in the template text -> attribute name in the caption table: the grammar's slots.
+FIELDS: dict[str, str] = SLOTS
 _FIELD_RE = re.compile(r"\{(\w+)\}")
 _ARTICLE_RE = re.compile(r"\b([Aa])n? (?=(\w))")
 
