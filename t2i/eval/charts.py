@@ -43,7 +43,7 @@ def _ticks(lo: float, hi: float, n: int = 5) -> list[float]:
 def _frame(title: str, y_lo: float, y_hi: float, body: list[str], legend: Sequence[str]) -> str:
     """The SVG around a chart body: title, horizontal grid with y labels, legend on the right."""
     plot_h = HEIGHT - TOP - BOTTOM
-    parts = [f'<svg class="chart" width="{WIDTH}" height="{HEIGHT}" '
+    parts = [f'<svg class="chart" xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{HEIGHT}" '
              f'viewBox="0 0 {WIDTH} {HEIGHT}" font-family="sans-serif" role="img" aria-label="{_esc(title)}">',
              f'<text x="{LEFT}" y="16" font-size="13" font-weight="bold">{_esc(title)}</text>']
     for t in _ticks(y_lo, y_hi):
