@@ -182,7 +182,8 @@ class WordRegions(nn.Module):
         if res not in resolutions:
             raise ValueError(f"word_match_resolution={res} is not among the discriminator's feature maps "
                              f"{resolutions} at resolution={config.resolution}")
-        self.resolution, self.token_dim = res, config.token_dim
+        # D reads tokens after G's token_norm (t2i/models/token_pca.py) when token_pca is set.
+        self.resolution, self.token_dim = res, config.word_dim
         c, e = config.d_channels(res), min(config.d_channels(res), WORD_MATCH_DIM)
         self.region_proj = spectral_norm(nn.Conv2d(c, e, 1))
         # Where each region is (zero-init, learned from the matching loss): which part a region
@@ -190,7 +191,7 @@ class WordRegions(nn.Module):
         # steps). Only the image side gets one: a position on the word side would hand word order
         # to the order-blind `bow` encoder.
         self.position = nn.Parameter(torch.zeros(1, e, res * res))
-        self.words = token_projection(config.token_dim, e)
+        self.words = token_projection(config.word_dim, e)
         # The score is bounded in [-1, 1]; a gain that started at 1 (Adam moves it ~lr per step)
         # capped the caption-vs-swap logit gap near 2 for thousands of steps, and the toy test
         # (tests/test_word_attention.py) reached 0.85-0.97 in 250 steps against 1.00 from 4.
