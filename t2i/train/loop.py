@@ -133,7 +133,7 @@ def model_config(params: TrainParams, data: TrainData) -> GANConfig:
     """The networks' config: `train.model` by keyword, the data's resolution and text size. The
     word modules are left out where the data has no token states (a sentence-only encoder)."""
     model = params.model.model_dump()
-    if data.tokens is None:
+    if data.tokens is None or not (model["word_attention"] or model["d_word_match"]):
         model.update(word_attention=(), d_word_match=False, token_pca=0)
         return GANConfig(resolution=data.resolution, text_dim=data.text_dim, **model)
     model["token_pca"] = min(model["token_pca"], data.token_dim)
