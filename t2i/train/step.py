@@ -41,7 +41,8 @@ class GANState:
     # The frozen matcher (train.loss.matcher_weight > 0) and its text embedding of every train
     # caption, computed once like normed_text.
     matcher: Matcher | None = None
-    matcher_text: torch.Tensor | None = None  # (M, E)
+    matcher_text: torch.Tensor | None = None  # (P, E)
+    matcher_tokens: tuple[torch.Tensor, torch.Tensor] | None = None  # (P, T, k) through its token PCA, (P, T)
     # Every pool caption's token states through G's token PCA (fitted before training, never
     # changed), computed once like normed_text: D's ~10^4 captions a step are gathered from it.
     d_tokens: torch.Tensor | None = None  # (P, T, k)
@@ -75,6 +76,18 @@ def word_table(state: GANState, data: TrainData, device: torch.device) -> tuple[
         state.d_tokens, state.d_token_mask = data.tokens.reduced_table(state.g_raw.token_norm, device)
     assert state.d_token_mask is not None
     return state.d_tokens, state.d_token_mask
+
+
+def matcher_train_tokens(state: GANState, data: TrainData, device: torch.device
+                         ) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """Every pool caption's token states through the matcher's own token PCA, computed on first
+    use; None for a sentence-only matcher or data."""
+    m = state.matcher
+    if m is None or not m.uses_tokens or data.tokens is None:
+        return None
+    if state.matcher_tokens is None:
+        state.matcher_tokens = data.tokens.reduced_table(m.token_norm, device)
+    return state.matcher_tokens
 
 
 def matcher_train_text(state: GANState, data: TrainData, device: torch.device) -> torch.Tensor:
@@ -193,9 +206,14 @@ def _g_loss(state: GANState, data: TrainData, batch: Batch, fakes: Fakes, neg: N
     loss, stats = generator_loss(state.d_raw, fakes.images, text, fakes.z, cfg.loss, cands, words)
     if cfg.loss.matcher_weight > 0 and state.matcher is not None:
         assert neg.cand_rows is not None and cands is not None
-        table = matcher_train_text(state, data, dev)  # (M, E)
+        table = matcher_train_text(state, data, dev)  # (P, E)
         true = table[batch.rows.to(dev)[rows]]  # (B, E)
-        m_ce = match_ce(state.matcher, fakes.images, true, table[neg.cand_rows.to(dev)[rows]], cands.valid)
+        m_words = None
+        m_tokens = matcher_train_tokens(state, data, dev)
+        if m_tokens is not None:
+            idx = torch.cat([batch.rows[rows.cpu()], neg.cand_rows[rows.cpu()].flatten()]).to(dev)  # (B + B*K,)
+            m_words = (m_tokens[0][idx], m_tokens[1][idx])
+        m_ce = match_ce(state.matcher, fakes.images, true, table[neg.cand_rows.to(dev)[rows]], cands.valid, m_words)
         loss = loss + cfg.loss.matcher_weight * m_ce
         stats["loss_g_matcher"] = m_ce.detach()
     return loss, stats
