@@ -22,7 +22,7 @@ import torch
 from t2i.data.prepared import load_prepared
 from t2i.digest import file_digest
 from t2i.train.negatives import CSR, CaptionRelations
-from t2i.train.nearest import NEAREST_K, count_false, nearest_partners, union_csr
+from t2i.train.nearest import NEAREST_K, NEAREST_MAX_CAPTIONS, count_false, nearest_partners, union_csr
 from t2i.train.tokens import TrainTokens, open_tokens
 
 SWAP_DIR = "swap"  # data/embeddings/swap: the embed stage's row-aligned swap captions
@@ -153,6 +153,8 @@ def _relations(captions: list[str], image_index: np.ndarray, text: np.ndarray, s
     rel = CaptionRelations.mine(captions, image_index)
     partner = rel.partner.clone()
     partner[torch.from_numpy(swap_of)] = len(captions) + torch.arange(len(swap_of))
+    if len(captions) > NEAREST_MAX_CAPTIONS:
+        return replace(rel, partner=partner)
     near = (rel.near.offsets.numpy(), rel.near.rows.numpy())
     union = union_csr(near, nearest_partners(text, captions, image_index, NEAREST_K))
     return replace(rel, partner=partner, near_or_nearest=CSR.of(union))

@@ -18,6 +18,10 @@ import torch
 from t2i.train.negatives import words
 
 NEAREST_K = 8  # neighbours kept per caption
+# Mined at load for every caption against every other (M^2 dot products): ~2 s for the grammar's
+# 10k train captions on 2 cores, minutes for COCO's 400k. Above this many they are not mined
+# (train.loss.nearest_negatives then draws the one-word misses only).
+NEAREST_MAX_CAPTIONS = 50_000
 
 
 def nearest_partners(text: np.ndarray, captions: list[str], image_index: np.ndarray, k: int = NEAREST_K,
