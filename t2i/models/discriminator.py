@@ -23,7 +23,7 @@ from torch.nn.utils.parametrizations import spectral_norm
 
 from t2i.models.attention import ResidualAttention
 from t2i.models.config import GANConfig
-from t2i.models.word_attention import check_tokens, token_projection
+from t2i.models.word_attention import check_tokens, pointwise, token_projection
 from t2i.models.word_match import indexed_score, similarity_matrix
 
 
@@ -198,7 +198,9 @@ class WordRegions(nn.Module):
         self.gain = nn.Parameter(torch.full((), 4.0))
 
     def regions(self, h: torch.Tensor) -> torch.Tensor:  # (B, C, r, r) -> (B, E, L=r*r)
-        return self.region_proj(F.leaky_relu(h, 0.2)).flatten(2) + self.position.to(h.dtype)
+        b, c, r, _ = h.shape
+        rows = F.leaky_relu(h, 0.2).permute(0, 2, 3, 1).reshape(b, r * r, c)  # (B, L, C)
+        return pointwise(self.region_proj, rows).transpose(1, 2) + self.position.to(h.dtype)
 
     def score(self, regions: torch.Tensor, tokens: torch.Tensor, mask: torch.Tensor | None,
               image_index: torch.Tensor | None, matrix: bool) -> torch.Tensor:
