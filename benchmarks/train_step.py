@@ -212,6 +212,39 @@ def run_contention(args: argparse.Namespace) -> None:
     }, indent=1))
 
 
+def words_on_off(p: TrainParams, base: Runtime, project: Path, steps: int, rounds: int) -> dict[str, Any]:
+    """images/s of the same step with word attention and word matching on and off (fp32), on the
+    project's real prepared data and token states (the cost depends on the captions' lengths),
+    interleaved: each round times `steps` steps of each after one untimed step (which, with words
+    on, builds D's token table once per run)."""
+    from t2i.config import updated
+    from t2i.train.data import load_train_data
+
+    data = load_train_data(project / "data" / "prepared", project / "data" / "embeddings", verbose=False)
+    if data.tokens is None:
+        raise SystemExit(f"{project}/data/embeddings has no token states: run the embed stage with a token encoder")
+    states, cfgs, n = {}, {}, 0
+    for name, model in (("words", {}), ("sentence", {"word_attention": [], "d_word_match": False})):
+        q = updated(p, {"precision": "fp32", "model": model, "loss": {"matcher_weight": 0.0}})
+        cfg = model_config(q, data)
+        fit = data.tokens.fit_sample(4096, q.seed) if cfg.token_pca else None
+        seed_everything(q.seed)
+        states[name], cfgs[name] = build_state(cfg, q.optim, base, False, data.text, fit), StepConfig(q.loss, 0.999, base)
+        train_step(states[name], data, torch.arange(q.batch_size), 0, cfgs[name])  # untimed
+    best = {name: 0.0 for name in states}
+    for _ in range(rounds):
+        for name in states:
+            t0 = time.perf_counter()
+            for _ in range(steps):
+                n += 1
+                rows = torch.arange(n * p.batch_size, (n + 1) * p.batch_size) % len(data.text)
+                train_step(states[name], data, rows, n, cfgs[name])
+            best[name] = max(best[name], steps * p.batch_size / (time.perf_counter() - t0))
+    return {"images_per_s": {k: round(v, 1) for k, v in best.items()},
+            "words_over_sentence": round(best["words"] / best["sentence"], 3),
+            "token_pca": states["words"].g_raw.config.token_pca, "batch_size": p.batch_size}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--steps", type=int, default=8, help="timed steps per variant per round (a multiple of train.loss.ma_gp_every)")
@@ -222,6 +255,8 @@ def main() -> None:
     ap.add_argument("--epoch-images", type=int, default=None,
                     help="images per epoch (Oxford-102 trainval: 7034): also print seconds per epoch")
     ap.add_argument("--contention", action="store_true", help="quiet vs one busy core, default thread policy")
+    ap.add_argument("--words", type=Path, default=None, metavar="PROJECT",
+                    help="instead: word attention on vs off on PROJECT's data/prepared + data/embeddings")
     args = ap.parse_args()
     if args.contention:
         run_contention(args)
@@ -229,6 +264,14 @@ def main() -> None:
     p = load_section("train", args.params)
     where = load_section("train_runtime", args.params)
     res = load_section("ingest", args.params).resolution
+    if args.words is not None:
+        if args.batch_size:
+            from t2i.config import updated
+            p = updated(p, {"batch_size": args.batch_size})
+        rt = setup_runtime(where.device, "fp32", p.channels_last, args.threads or where.threads)
+        print(json.dumps({"threads": torch.get_num_threads(), **words_on_off(p, rt, args.words, args.steps, args.rounds),
+                          "load_average": os.getloadavg()[0]}, indent=2))
+        return
     base = setup_runtime(where.device, "fp32", False, args.threads or where.threads)
     data = fake_data(4096, res, 512)
     bench = Bench(p, data, model_config(p, data), args.batch_size or p.batch_size, base)

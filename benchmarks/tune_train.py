@@ -38,6 +38,7 @@ def main() -> None:
     ap.add_argument("--project", type=Path, default=ROOT, help="where data/prepared and data/embeddings are")
     ap.add_argument("--matcher", type=Path, default=None,
                     help="matcher directory for train.loss.matcher_weight > 0 (default: PROJECT/data/matcher)")
+    ap.add_argument("--no-eval", action="store_true", help="train only (evaluate OUT/NAME/models later)")
     ap.add_argument("--out", type=Path, default=Path(tempfile.gettempdir()) / "t2i-tune", help="runs go to OUT/NAME")
     args = ap.parse_args()
     over = json.loads(args.overrides)
@@ -69,12 +70,16 @@ def main() -> None:
                       sample_dir=out / "samples")
     result = loop.train(train_params, data, outputs, matcher=matcher, runtime=runtime)
     train_s = time.perf_counter() - t0
+    if args.no_eval:
+        print(json.dumps({"name": args.name, "overrides": over, "train_seconds": round(train_s),
+                          "images_per_s": round(result.images_per_s, 1), "steps": result.step}))
+        return
     t0 = time.perf_counter()
     evaluate(eval_params, prepared, embeddings, out / "models", out / "eval", track=False)
     eval_s = time.perf_counter() - t0
     metrics = json.loads((out / "eval" / "metrics.json").read_text(encoding="utf-8"))
     print(json.dumps({
-        "name": args.name, "overrides": over, "train_seconds": round(train_s), "eval_seconds": round(eval_s), "images_per_s": round(result.images_per_s),
+        "name": args.name, "overrides": over, "train_seconds": round(train_s), "eval_seconds": round(eval_s), "images_per_s": round(result.images_per_s, 1),
         "test": metrics.get("test"), "unseen": metrics.get("unseen"), "diversity": metrics.get("diversity"),
     }))
 

@@ -3,7 +3,8 @@
     python -m stages.matcher    (params: the `matcher` section of params.yaml)
 
 Fits the frozen image-caption scorer that G's loss uses when train.loss.matcher_weight > 0
-(t2i/models/matcher.py). Real train images and their sentence vectors only; no labels.
+(t2i/models/matcher.py). Real train images with their sentence vectors, and their token states where
+the embed stage stored them (words scored against regions); no labels.
 """
 
 from __future__ import annotations
@@ -40,7 +41,8 @@ def main() -> int:
     matcher = fit_matcher(data, p, device)
     with atomic_dir(OUT) as tmp:
         matcher.save(tmp)
-    print(json.dumps({"steps": p.steps, "seconds": round(time.perf_counter() - t0, 1), "device": str(device), "out": str(OUT)}))
+    print(json.dumps({"steps": p.steps, "seconds": round(time.perf_counter() - t0, 1), "device": str(device), "out": str(OUT),
+                      "words": matcher.uses_tokens}))
     return 0
 
 

@@ -45,6 +45,8 @@ class IngestParams(Section):
     cub_crop: bool = True
     max_bad_fraction: float = Field(0.05, ge=0.0, le=1.0)
     workers: int = Field(2, ge=1, le=256)
+    novel_fraction: float = Field(0.2, ge=0.0, lt=1.0)        # synthetic: sentence frames held out as novel_wording
+    novel_word_fraction: float = Field(0.01, ge=0.0, lt=1.0)  # synthetic: synonyms only novel_wording uses
 
     def dataset_root(self) -> Path:
         return Path(self.root) if self.root else Path("data/raw") / self.dataset
@@ -57,6 +59,7 @@ class EmbedParams(Section):
     chunk_size: int = Field(50_000, ge=1)
     threads: int = Field(1, ge=1, le=256)
     device: Device = "auto"
+    max_tokens: int = Field(64, ge=1, le=4096)  # token states kept per caption (the sentence vector sees all)
 
 
 class MatcherParams(Section):
@@ -82,8 +85,14 @@ class ModelParams(Section):
     d_conditioning: Literal["projection", "concat"] = "projection"
     text_norm: Literal["scale", "whiten"] = "whiten"
     whiten_eps: float = Field(1e-3, gt=0.0, le=1.0)  # whitening damping: a fraction of the largest eigenvalue
+    # Word-level text (t2i/models/word_attention.py, word_match.py); off by itself where the
+    # encoder stores no token states (encoder.json "token_states": false).
+    word_attention: list[int] = Field(default_factory=lambda: [8, 16])  # G resolutions attending over the tokens
+    d_word_match: bool = True              # D adds a DAMSM-style word-region score to its logit
+    word_match_resolution: int = 8         # D feature map whose regions the words are matched against
+    token_pca: int = Field(64, ge=0, le=4096)  # token states reduced to this many PCA dims (0 = raw)
 
-    @field_validator("attention")
+    @field_validator("attention", "word_attention")
     @classmethod
     def _attention_resolutions(cls, v: list[int]) -> list[int]:
         bad = [r for r in v if r not in (4, 8, 16, 32, 64, 128, 256)]
@@ -113,6 +122,10 @@ class LossParams(Section):
     contrastive_captions: int = Field(4, ge=1, le=16)  # captions of each real image in D's term (its other ones too)
     # G's cross-entropy against the same candidates under the frozen matcher (the `matcher` stage); 0 = off
     matcher_weight: float = Field(1.0, ge=0.0, le=1e3)
+    # Hard negatives for any caption set (t2i/train/nearest.py): the nearest other-image captions in
+    # sentence space join the one-word misses (which exist only where captions share frames).
+    nearest_negatives: bool = False  # off: 27% of them state the same attributes on the grammar (docs/results/words.md)
+    swap_candidate: bool = True  # each caption's word-order swap is one more contrastive candidate
 
     @field_validator("near_miss", mode="before")
     @classmethod

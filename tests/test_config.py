@@ -130,12 +130,18 @@ def test_gan_config_is_built_from_train_model_by_keyword() -> None:
     from t2i.train.loop import model_config
 
     changed = dict(z_dim=5, g_width=64, g_min_width=8, d_width=24, attention=[4, 16], conditioning="affine",
-                   d_conditioning="concat", text_norm="scale", whiten_eps=0.02)
+                   d_conditioning="concat", text_norm="scale", whiten_eps=0.02, word_attention=[16],
+                   d_word_match=False, word_match_resolution=16, token_pca=12)
     assert set(changed) == set(ModelParams.model_fields)
     assert all(ModelParams().model_dump()[k] != v for k, v in changed.items())
-    cfg = model_config(TrainParams(model=ModelParams(**changed)), SimpleNamespace(resolution=64, text_dim=16))  # type: ignore[arg-type]
+    data = SimpleNamespace(resolution=64, text_dim=16, tokens=object(), token_dim=24)  # data with token states
+    cfg = model_config(TrainParams(model=ModelParams(**changed)), data)  # type: ignore[arg-type]
     got = {k: getattr(cfg, k) for k in changed}
-    assert got == {**changed, "attention": (4, 16)} and (cfg.resolution, cfg.text_dim) == (64, 16)
+    assert got == {**changed, "attention": (4, 16), "word_attention": (16,)}
+    assert (cfg.resolution, cfg.text_dim, cfg.token_dim) == (64, 16, 24)
+    # Without token states (a sentence-only encoder) the word modules are off, whatever train.model says.
+    off = model_config(TrainParams(model=ModelParams(**changed)), SimpleNamespace(resolution=64, text_dim=16, tokens=None))  # type: ignore[arg-type]
+    assert (off.word_attention, off.d_word_match, off.token_pca) == ((), False, 0)
 
 
 def test_dvc_yaml_params_match_config() -> None:

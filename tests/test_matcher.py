@@ -89,3 +89,41 @@ def test_training_with_the_matcher_logs_its_term_and_does_not_resume_against_ano
     assert other.resumed_from == 0 and "starting fresh" in capsys.readouterr().out
     same = train(small_params(steps=4, loss={"matcher_weight": 1.0}), data, outputs_in(tmp_path / "run"), matcher=b)
     assert same.resumed_from == 2
+
+
+def _swap_scores(matcher: Matcher, data: TrainData) -> tuple[torch.Tensor, torch.Tensor]:
+    """Word scores of the train captions with an embedded swap, and of their swaps, on their images."""
+    rows = torch.nonzero(data.relations.partner >= len(data.text)).flatten()
+    partner = data.relations.partner[rows]
+    real = data.batch(rows, CPU, channels_last=False).images
+    emb = matcher.embed_text(data.pool_text[torch.cat([rows, partner])])
+    n = len(rows)
+    assert emb.shape[0] == 2 * n
+    with torch.no_grad():
+        tok, mask = data.tokens.gather(torch.cat([rows, partner]))
+        _, regions = matcher.embed_image_regions(real)
+        index = torch.cat([torch.arange(n), torch.arange(n)])
+        s = matcher.word_score(regions, matcher.reduce_tokens(tok), mask, index)  # (2n,)
+    return s[:n], s[n:]
+
+
+def test_matcher_with_token_states_scores_words_and_round_trips(tmp_path: Path) -> None:
+    """Token data: the matcher gains the word-region score, which fitting trains and which tells a
+    caption from its swap (same words, other order); it saves and loads, and G's loss runs through it.
+    (The fixture's images are noise, so how well it learns is not asked here.)"""
+    from test_train_fixtures import make_token_dataset
+
+    torch.set_num_threads(1)
+    data = load_train_data(*make_token_dataset(tmp_path))
+    m = fit_matcher(data, MatcherParams(steps=60, seed=0, candidates=4, word_orders=0, batch_size=16), CPU)
+    assert m.uses_tokens and float(m.token_norm.basis.abs().sum()) > 0
+    assert float(m.word_gain) != 4.0  # the word score reached the fitting loss
+    true, swap = _swap_scores(m, data)
+    assert not torch.allclose(true, swap)
+    m.save(tmp_path / "data" / "matcher")
+    back = Matcher.load(tmp_path / "data" / "matcher")
+    assert back.uses_tokens and torch.equal(back.word_gain, m.word_gain)
+    params = small_params(steps=2, checkpoint_every=2, loss={"matcher_weight": 1.0},
+                          model={"word_attention": [8], "d_word_match": True, "token_pca": 8})
+    result = train(params, data, outputs_in(tmp_path / "run"), matcher=back)
+    assert all("loss_g_matcher" in row and row["loss_g_matcher"] > 0 for row in result.history)

@@ -83,7 +83,7 @@ def test_train_g_min_width_sets_the_generator_floor_and_survives_save_load(tmp_p
 
     params = updated(load_section("train", Path(__file__).resolve().parents[1] / "params.yaml"),
                      {"model": {"g_width": 128, "g_min_width": floor}})
-    cfg = model_config(params, SimpleNamespace(resolution=32, text_dim=16))  # type: ignore[arg-type]
+    cfg = model_config(params, SimpleNamespace(resolution=32, text_dim=16, tokens=None))  # type: ignore[arg-type]
     assert [cfg.g_channels(r) for r in (4, 8, 16, 32)] == [128, 64, 32, floor]
     g = Generator(cfg).eval()
     assert g.blocks[-1].conv2.out_channels == floor

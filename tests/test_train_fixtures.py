@@ -70,3 +70,45 @@ def small_params(model: dict[str, Any] | None = None, loss: dict[str, Any] | Non
         loss=LossParams(matcher_weight=0.0),  # the matcher's own tests (test_matcher.py) turn it on with a fitted one
     )
     return updated(base, {**over, "model": model or {}, "loss": loss or {}, "optim": optim or {}})
+
+
+def write_tokens(out: Path, captions: list[str], dim: int, seed: int) -> dict[str, Any]:
+    """Ragged token states for `captions` in out/ through the embed stage's own writer: one random
+    state per word, so a caption's words (and their order) are in its states."""
+    from t2i.text.token_store import TokenWriter
+
+    writer = TokenWriter(out, len(captions), dim)
+    pieces = [c.split() for c in captions]
+    flat = []
+    for words in pieces:
+        for pos, w in enumerate(words):  # contextual: the word's vector plus a trace of its position
+            base = np.random.default_rng([seed, *map(ord, w)]).normal(size=dim).astype(np.float32)  # the word's own
+            flat.append(base + 0.1 * pos)
+    lengths = np.array([len(p) for p in pieces], np.int64)
+    writer.add(0, np.arange(len(captions)), np.stack(flat), lengths, [w for p in pieces for w in p])
+    return writer.close()
+
+
+def make_token_dataset(root: Path, n_images: int = 48, dim: int = 32, seed: int = 0) -> tuple[Path, Path]:
+    """`make_dataset` plus what the embed stage writes for a token encoder: per-token states,
+    `token_states` in encoder.json, a swap_caption column and its embedded swaps (data/embeddings/swap)."""
+    prepared, emb = make_dataset(root, n_images=n_images, dim=dim, seed=seed)
+    table = pd.read_parquet(prepared / "captions.parquet")
+    swap = []
+    for caption in table["caption"]:
+        words = caption.split()
+        if "stem" in words:  # "a A flower with a B stem" -> "a B flower with a A stem"
+            words[1], words[5] = words[5], words[1]
+        swap.append(" ".join(words) if "stem" in words else "")
+    table["swap_caption"] = swap
+    table.to_parquet(prepared / "captions.parquet", index=False)
+    info = json.loads((emb / "encoder.json").read_text())
+    info.update(token_states=True, max_tokens=64, **write_tokens(emb, table["caption"].tolist(), dim, seed))
+    (emb / "encoder.json").write_text(json.dumps(info))
+    (emb / "swap").mkdir()
+    rng = np.random.default_rng(seed + 1)
+    vec = rng.normal(size=(len(table), dim)).astype(np.float32)
+    np.save(emb / "swap" / "embeddings.npy", vec / np.linalg.norm(vec, axis=1, keepdims=True))
+    swap_info = dict(info, **write_tokens(emb / "swap", [s or c for s, c in zip(swap, table["caption"])], dim, seed))
+    (emb / "swap" / "encoder.json").write_text(json.dumps(swap_info))
+    return prepared, emb

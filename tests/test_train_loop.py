@@ -161,7 +161,8 @@ def test_draw_negatives_draws_each_term_after_the_last_and_only_when_it_is_on(tm
 
     def draw(candidates: bool, **loss: float) -> tuple[object, torch.Tensor]:
         gen = torch.Generator().manual_seed(0)
-        neg = draw_negatives(rel, rows, gen, LossParams(contrastive_candidates=3, contrastive_word_order=2, **loss), candidates)
+        cfg = LossParams(**{"contrastive_candidates": 3, "contrastive_word_order": 2, "swap_candidate": False, **loss})
+        neg = draw_negatives(rel, rows, gen, cfg, candidates)
         return neg, torch.rand(1, generator=gen)  # where the generator was left
 
     plain, after_plain = draw(False)
@@ -176,6 +177,11 @@ def test_draw_negatives_draws_each_term_after_the_last_and_only_when_it_is_on(tm
     assert not full.extra_cand_valid[~full.extra_exists].any()  # an empty slot has no candidates
     no_d, _ = draw(True, contrastive_captions=4, contrastive_d=0.0)  # extra captions only feed D's term
     assert no_d.cand_rows is not None and no_d.extra_rows is None
+    swap, after_swap = draw(True, contrastive_captions=4, swap_candidate=True)
+    assert torch.equal(after_swap, after_full)  # the swap column draws nothing
+    partner = rel.partner[rows]
+    assert swap.cand_rows.shape == (16, 6) and torch.equal(swap.cand_rows[:, :5], full.cand_rows)
+    assert torch.equal(swap.cand_valid[:, 5], partner >= 0) and torch.equal(swap.cand_rows[partner >= 0, 5], partner[partner >= 0])
 
 
 def test_sampler_state_reproduces_next_batch() -> None:

@@ -53,6 +53,9 @@ class GANConfig:
     token_dim: int = 512                  # per-token state size (USE: 512)
     d_word_match: bool = False            # D adds a DAMSM-style word-region score to its logit
     word_match_resolution: int = 8        # the D feature map whose regions the words are matched against
+    # Token states reduced by a PCA fitted on the training tokens (t2i/models/token_pca.py) before
+    # any word module reads them: G applies it to raw states; D takes reduced ones. 0 = raw states.
+    token_pca: int = 0
 
     def __post_init__(self) -> None:
         if self.resolution not in RESOLUTIONS:
@@ -65,9 +68,17 @@ class GANConfig:
             raise ValueError(f"cond_layers and d_text_layers must be >= 1, got {self.cond_layers}, {self.d_text_layers}")
         if self.d_conditioning not in ("projection", "concat"):
             raise ValueError(f"d_conditioning must be projection|concat, got {self.d_conditioning!r}")
+        if not 0 <= self.token_pca <= self.token_dim:
+            raise ValueError(f"token_pca must be in 0..token_dim={self.token_dim}, got {self.token_pca}")
         object.__setattr__(self, "attention", tuple(sorted(int(r) for r in self.attention)))
+        object.__setattr__(self, "word_attention", tuple(sorted(int(r) for r in self.word_attention)))
         if self.d_attention is not None:
             object.__setattr__(self, "d_attention", tuple(sorted(int(r) for r in self.d_attention)))
+
+    @property
+    def word_dim(self) -> int:
+        """Width of the token states the word modules read: `token_pca`, or `token_dim` without it."""
+        return self.token_pca or self.token_dim
 
     def g_resolutions(self) -> list[int]:
         """Resolutions produced by the upsampling blocks: 8, 16, ..., resolution."""
@@ -94,6 +105,7 @@ class GANConfig:
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["attention"] = list(self.attention)
+        d["word_attention"] = list(self.word_attention)
         return d
 
     @classmethod

@@ -23,7 +23,7 @@ from torch.nn.utils.parametrizations import spectral_norm
 
 from t2i.models.attention import ResidualAttention
 from t2i.models.config import GANConfig
-from t2i.models.word_attention import check_tokens, token_projection
+from t2i.models.word_attention import check_tokens, pointwise, token_projection
 from t2i.models.word_match import indexed_score, similarity_matrix
 
 
@@ -182,7 +182,8 @@ class WordRegions(nn.Module):
         if res not in resolutions:
             raise ValueError(f"word_match_resolution={res} is not among the discriminator's feature maps "
                              f"{resolutions} at resolution={config.resolution}")
-        self.resolution, self.token_dim = res, config.token_dim
+        # D reads tokens after G's token_norm (t2i/models/token_pca.py) when token_pca is set.
+        self.resolution, self.token_dim = res, config.word_dim
         c, e = config.d_channels(res), min(config.d_channels(res), WORD_MATCH_DIM)
         self.region_proj = spectral_norm(nn.Conv2d(c, e, 1))
         # Where each region is (zero-init, learned from the matching loss): which part a region
@@ -190,14 +191,16 @@ class WordRegions(nn.Module):
         # steps). Only the image side gets one: a position on the word side would hand word order
         # to the order-blind `bow` encoder.
         self.position = nn.Parameter(torch.zeros(1, e, res * res))
-        self.words = token_projection(config.token_dim, e)
+        self.words = token_projection(config.word_dim, e)
         # The score is bounded in [-1, 1]; a gain that started at 1 (Adam moves it ~lr per step)
         # capped the caption-vs-swap logit gap near 2 for thousands of steps, and the toy test
         # (tests/test_word_attention.py) reached 0.85-0.97 in 250 steps against 1.00 from 4.
         self.gain = nn.Parameter(torch.full((), 4.0))
 
     def regions(self, h: torch.Tensor) -> torch.Tensor:  # (B, C, r, r) -> (B, E, L=r*r)
-        return self.region_proj(F.leaky_relu(h, 0.2)).flatten(2) + self.position.to(h.dtype)
+        b, c, r, _ = h.shape
+        rows = F.leaky_relu(h, 0.2).permute(0, 2, 3, 1).reshape(b, r * r, c)  # (B, L, C)
+        return pointwise(self.region_proj, rows).transpose(1, 2) + self.position.to(h.dtype)
 
     def score(self, regions: torch.Tensor, tokens: torch.Tensor, mask: torch.Tensor | None,
               image_index: torch.Tensor | None, matrix: bool) -> torch.Tensor:

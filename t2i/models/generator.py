@@ -21,6 +21,7 @@ from torch import nn
 from t2i.models.attention import ResidualAttention
 from t2i.models.config import GANConfig
 from t2i.models.text_norm import TextNorm
+from t2i.models.token_pca import TokenPCA
 from t2i.models.word_attention import WordAttention
 
 
@@ -81,12 +82,14 @@ class Generator(nn.Module):
         self.attn = nn.ModuleDict()
         self.word_attn = nn.ModuleDict()
         word_res = word_resolutions(c)
+        # Fitted before training like text_norm; D reads tokens already through it.
+        self.token_norm = TokenPCA(c.token_dim, c.token_pca) if c.token_pca else None
         c_prev = c0
         for res in c.g_resolutions():
             c_out = c.g_channels(res)
             self.blocks.append(GBlock(c_prev, c_out, c.cond_dim, c.conditioning == "cbn"))
             if res in word_res:
-                self.word_attn[str(res)] = WordAttention(c_out, c.token_dim)
+                self.word_attn[str(res)] = WordAttention(c_out, c.word_dim)
             if res in c.attention:
                 self.attn[str(res)] = ResidualAttention(c_out, res, norm=True, sn=False)
             c_prev = c_out
@@ -103,6 +106,8 @@ class Generator(nn.Module):
         cond_in = torch.cat([text, z], dim=1) if cfg.noise_in_blocks else text
         cond = self.cond(cond_in)  # (B, cond_dim)
         h = self.dense(torch.cat([z, text], dim=1)).view(z.shape[0], -1, 4, 4)  # (B, C0, 4, 4)
+        if tokens is not None and self.token_norm is not None:
+            tokens = self.token_norm(tokens)  # (B, T, token_pca)
         for block, res in zip(self.blocks, cfg.g_resolutions()):
             h = block(h, cond)
             if tokens is not None and str(res) in self.word_attn:

@@ -7,6 +7,11 @@ learns to check the centre colour slowly, because a text-conditioned D gets one 
 wrong caption while the GAN moves under it (docs/results/tuning.md); the matcher learns it
 before G starts and does not drift.
 
+Words (`token_dim` > 0, an encoder with token states): the trunk's mid-level map is also cut into
+regions that the caption's per-token states (through the matcher's own token PCA) are matched
+against with D's DAMSM local score (t2i/models/word_match.py); gain x that score joins the
+sentence score. Without token states the matcher is the sentence-only one (and loads as before).
+
 Trunk: the small CNN the evaluation judges also use (t2i/models/trunk.py). The matcher's is a
 separate network with its own seed and loss, trained without attribute labels: the attribute
 classifier that scores the results never sees it.
@@ -20,14 +25,19 @@ from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
+import torch.nn.functional as F
 from torch import nn
 
 from t2i.models.text_norm import TextNorm
+from t2i.models.token_pca import TokenPCA
 from t2i.models.trunk import FEATURE_DIM, Trunk, to_work_resolution
+from t2i.models.word_attention import check_tokens, token_projection
+from t2i.models.word_match import indexed_score
 
 EMBED_DIM = 256
 SCALE = 1.0 / 16.0  # scores = <image, text> / 16: logits of a few units at init
 WEIGHTS, CONFIG = "matcher.safetensors", "matcher.json"
+WORD_DIM, REGIONS, TOKEN_PCA = 32, 8, 64  # word-region space, regions per side, token PCA dims
 
 
 def matcher_digest(matcher: "Matcher") -> str:
@@ -40,17 +50,50 @@ def matcher_digest(matcher: "Matcher") -> str:
 
 
 class Matcher(nn.Module):
-    def __init__(self, text_dim: int, width: int = 16) -> None:
+    def __init__(self, text_dim: int, width: int = 16, token_dim: int = 0) -> None:
         super().__init__()
-        self.text_dim, self.width = text_dim, width
+        self.text_dim, self.width, self.token_dim = text_dim, width, token_dim
         self.text_norm = TextNorm(text_dim, "whiten")  # its own: G's may be `scale`
         self.trunk = Trunk(width)
         self.image_proj = nn.Linear(FEATURE_DIM, EMBED_DIM)
         self.text_proj = nn.Linear(text_dim, EMBED_DIM)
+        if token_dim:
+            k = min(TOKEN_PCA, token_dim)
+            self.token_norm = TokenPCA(token_dim, k)  # fitted on the train tokens by fit_matcher
+            self.region_proj = nn.Conv2d(4 * width, WORD_DIM, 1)  # the trunk's last conv map -> regions
+            self.position = nn.Parameter(torch.zeros(1, WORD_DIM, REGIONS * REGIONS))
+            self.words = token_projection(k, WORD_DIM)
+            self.word_gain = nn.Parameter(torch.full((), 4.0))  # as D's: a bounded score needs a gain
+
+    @property
+    def uses_tokens(self) -> bool:
+        return self.token_dim > 0
 
     def embed_image(self, image: torch.Tensor) -> torch.Tensor:
         """(B, 3, R, R) in [-1, 1] -> (B, E). Above 64 px the trunk sees a 64 px copy, as the judges do."""
-        return self.image_proj(self.trunk(to_work_resolution(image.float()).contiguous()))
+        return self.embed_image_regions(image)[0]
+
+    def embed_image_regions(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(B, E) image embedding and, with words, the (B, WORD_DIM, L) regions of the same pass."""
+        x = to_work_resolution(image.float()).contiguous()
+        h = self.trunk.convs(x)  # (B, 4w, r/4, r/4)
+        f = self.image_proj(self.trunk.fc(self.trunk.pool(h)))  # (B, E)
+        if not self.uses_tokens:
+            return f, None
+        r = F.adaptive_avg_pool2d(h, REGIONS)  # (B, 4w, 8, 8)
+        return f, self.region_proj(r).flatten(2) + self.position  # (B, WORD_DIM, 64)
+
+    def reduce_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
+        """(N, T, token_dim) raw token states -> (N, T, k) through the matcher's token PCA."""
+        return self.token_norm(tokens)
+
+    def word_score(self, regions: torch.Tensor, tokens: torch.Tensor, mask: torch.Tensor,
+                   image_index: torch.Tensor | None = None) -> torch.Tensor:
+        """gain x DAMSM local score of caption n against image image_index[n]: regions (M, W, L),
+        tokens (N, T, k) reduced, mask (N, T) -> (N,)."""
+        mask = check_tokens(tokens, mask, self.token_norm.k)
+        words = self.words(tokens.float())  # (N, T, WORD_DIM)
+        return self.word_gain * indexed_score(regions, words, mask, image_index)
 
     def embed_text(self, text: torch.Tensor) -> torch.Tensor:
         """(N, D) raw sentence vectors -> (N, E)."""
@@ -70,7 +113,8 @@ class Matcher(nn.Module):
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         save_file({k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}, str(directory / WEIGHTS))
-        (directory / CONFIG).write_text(json.dumps({"text_dim": self.text_dim, "width": self.width}) + "\n", encoding="utf-8")
+        cfg = {"text_dim": self.text_dim, "width": self.width, "token_dim": self.token_dim}
+        (directory / CONFIG).write_text(json.dumps(cfg) + "\n", encoding="utf-8")
 
     @classmethod
     def load(cls, directory: str | Path, device: torch.device | str = "cpu") -> "Matcher":
@@ -79,6 +123,6 @@ class Matcher(nn.Module):
             raise FileNotFoundError(f"no matcher in {directory} (expected {WEIGHTS} and {CONFIG}): "
                                     "run the `matcher` stage first (dvc repro matcher), or set train.matcher_weight=0")
         cfg = json.loads((directory / CONFIG).read_text(encoding="utf-8"))
-        m = cls(int(cfg["text_dim"]), int(cfg["width"]))
+        m = cls(int(cfg["text_dim"]), int(cfg["width"]), int(cfg.get("token_dim", 0)))  # older files: sentence only
         m.load_state_dict(load_file(str(directory / WEIGHTS)))
         return m.to(device).eval()

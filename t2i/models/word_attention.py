@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from t2i.models.word_match import masked_softmax
@@ -41,6 +42,14 @@ def check_tokens(tokens: torch.Tensor, mask: torch.Tensor | None, token_dim: int
     return mask.bool()
 
 
+def pointwise(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
+    """A 1x1 conv applied as a matmul to (B, L, C_in) rows -> (B, L, C_out): the same weights and
+    result as the conv, on the attention's row layout without a round trip through NCHW. Speed:
+    no measurable change at the default loss (benchmarks/train_step.py --words: 0.42x -> 0.43x of
+    sentence-only), where the word-region score of ~10^4 captions a step is the cost."""
+    return F.linear(x, conv.weight.flatten(1), conv.bias)
+
+
 class WordAttention(nn.Module):
     """h + gate * out(context): context[:, :, y, x] = sum_t softmax_t(q(h)_yx . w_t / sqrt(C)) w_t."""
 
@@ -60,7 +69,7 @@ class WordAttention(nn.Module):
         b, c, hh, ww = h.shape
         mask = check_tokens(tokens, mask, self.token_dim)
         w = self.words(tokens.to(self.words[0].weight.dtype))  # (B, T, C)
-        q = self.query(h).flatten(2).transpose(1, 2)  # (B, HW, C)
+        q = pointwise(self.query, h.permute(0, 2, 3, 1).reshape(b, hh * ww, c))  # (B, HW, C)
         logits = torch.bmm(q, w.transpose(1, 2).to(q.dtype)) / math.sqrt(c)  # (B, HW, T)
         weights = masked_softmax(logits, mask[:, None, :], dim=-1)  # (B, HW, T), fp32
         context = torch.bmm(weights.to(w.dtype), w)  # (B, HW, C)
@@ -68,5 +77,7 @@ class WordAttention(nn.Module):
 
     def forward(self, h: torch.Tensor, tokens: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         # h (B, C, H, W), tokens (B, T, token_dim) any float dtype, mask (B, T) bool -> (B, C, H, W)
-        context, _ = self.attention(h, tokens, mask)
-        return h + self.gate.to(h.dtype) * self.out(context.to(h.dtype))
+        context, _ = self.attention(h, tokens, mask)  # (B, C, H, W)
+        b, c, hh, ww = h.shape
+        out = pointwise(self.out, context.to(h.dtype).permute(0, 2, 3, 1).reshape(b, hh * ww, c))  # (B, HW, C)
+        return h + self.gate.to(h.dtype) * out.view(b, hh, ww, c).permute(0, 3, 1, 2)

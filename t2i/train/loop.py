@@ -130,8 +130,14 @@ def _finite(state: GANState) -> bool:
 
 
 def model_config(params: TrainParams, data: TrainData) -> GANConfig:
-    """The networks' config: `train.model` by keyword, the data's resolution and text size."""
-    return GANConfig(resolution=data.resolution, text_dim=data.text_dim, **params.model.model_dump())
+    """The networks' config: `train.model` by keyword, the data's resolution and text size. The
+    word modules are left out where the data has no token states (a sentence-only encoder)."""
+    model = params.model.model_dump()
+    if data.tokens is None or not (model["word_attention"] or model["d_word_match"]):
+        model.update(word_attention=(), d_word_match=False, token_pca=0)
+        return GANConfig(resolution=data.resolution, text_dim=data.text_dim, **model)
+    model["token_pca"] = min(model["token_pca"], data.token_dim)
+    return GANConfig(resolution=data.resolution, text_dim=data.text_dim, token_dim=data.token_dim, **model)
 
 
 @dataclass
@@ -184,7 +190,9 @@ def _start(params: TrainParams, data: TrainData, outputs: Outputs, ctx: DistCont
     """Runtime, networks, sampler and the checkpoint fingerprint of a run."""
     runtime = setup_runtime(rt_params.device, params.precision, params.channels_last, rt_params.threads, ctx.local_rank)
     seed_everything(params.seed)
-    state = build_state(model_config(params, data), params.optim, runtime, ctx.enabled, data.text)
+    cfg = model_config(params, data)
+    fit_tokens = data.tokens.fit_sample(4096, params.seed) if data.tokens is not None and cfg.token_pca else None
+    state = build_state(cfg, params.optim, runtime, ctx.enabled, data.text, fit_tokens)
     fingerprinted = params.model_dump()
     if params.loss.matcher_weight > 0:
         if matcher is None:

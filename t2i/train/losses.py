@@ -18,7 +18,7 @@ through the frozen D.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -55,6 +55,20 @@ class ExtraTrue:
 
 
 @dataclass
+class Words:
+    """Per-token states of every pool caption as D reads them (after G's token PCA), and which
+    pool rows each group of D's captions is: D then scores words against regions for all of them."""
+    table: torch.Tensor  # (P, T, k)
+    mask: torch.Tensor   # (P, T) bool
+    rows: dict[str, torch.Tensor] = field(default_factory=dict)  # group -> pool rows, any shape
+
+    def take(self, groups: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(N, T, k) states and (N, T) mask of the groups' rows, flattened and concatenated."""
+        idx = torch.cat([self.rows[g].flatten() for g in groups]).to(self.table.device)
+        return self.table[idx], self.mask[idx]
+
+
+@dataclass
 class DTexts:
     """The captions of one D loss, as D sees them (after G's text_norm)."""
     true: torch.Tensor      # (B, D) captions of the real images
@@ -65,6 +79,8 @@ class DTexts:
     hard: torch.Tensor | None = None       # (B,) bool
     cands: Candidates | None = None        # rows: the B true captions, then the E extra ones
     extra: ExtraTrue | None = None
+    # Groups "true", "fake", "mismatch", "hard", "extra", "cands" (None: sentence-only scores).
+    words: Words | None = None
 
 
 def candidate_ce(out_true: torch.Tensor, out_cand: torch.Tensor, valid: torch.Tensor,
@@ -82,14 +98,20 @@ def candidate_ce(out_true: torch.Tensor, out_cand: torch.Tensor, valid: torch.Te
 
 
 def match_ce(matcher: Matcher, image: torch.Tensor, true_emb: torch.Tensor, cand_emb: torch.Tensor,
-             valid: torch.Tensor) -> torch.Tensor:
+             valid: torch.Tensor, words: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
     """Cross-entropy of each image's own caption against its candidates under the matcher
     (t2i/models/matcher.py): fitting it on real images, and in G's loss on fakes.
     image (B, 3, R, R), true_emb (B, E), cand_emb (B, K, E) = `matcher.embed_text` outputs,
-    valid (B, K) bool."""
-    f = matcher.embed_image(image)  # (B, E)
+    valid (B, K) bool. words: reduced token states (B * (1 + K), T, k) and mask, the B true
+    captions then the candidates row by row: the matcher's word score joins (a matcher with words)."""
+    f, regions = matcher.embed_image_regions(image)  # (B, E), (B, W, L) | None
     s_true = (f * true_emb).sum(1) * SCALE  # (B,)
     s_cand = (cand_emb * f[:, None]).sum(-1) * SCALE  # (B, K)
+    if words is not None and regions is not None:
+        b, k = s_cand.shape
+        index = torch.cat([torch.arange(b), torch.arange(b).repeat_interleave(k)]).to(image.device)
+        w = matcher.word_score(regions, words[0], words[1], index)  # (B + B*K,)
+        s_true, s_cand = s_true + w[:b], s_cand + w[b:].view(b, k)
     return candidate_ce(s_true.float(), s_cand.float(), valid)
 
 
@@ -112,18 +134,23 @@ def _d_scores(d: nn.Module, real: torch.Tensor, fake: torch.Tensor, t: DTexts, t
     b = real.shape[0]
     index = [torch.arange(2 * b), torch.arange(b)]  # image of each score: (3B,)
     texts = [text_in, t.fake, t.mismatch]
+    groups = ["true", "fake", "mismatch"]  # which rows of t.words each text is
     if t.hard_pool is not None:
         index.append(torch.arange(b).repeat_interleave(t.hard_pool.shape[1]))  # (B*P,)
         texts.append(t.hard_pool.flatten(0, 1))
+        groups.append("hard")
     if use_ce and t.cands is not None:
         rows_of = torch.arange(b)
         if t.extra is not None:
             index.append(t.extra.image.cpu())  # (E,)
             texts.append(t.extra.text)
+            groups.append("extra")
             rows_of = torch.cat([torch.arange(b), t.extra.image.cpu()])  # (B + E,)
         index.append(rows_of.repeat_interleave(t.cands.text.shape[1]))  # ((B [+ E]) * K,)
         texts.append(t.cands.text.flatten(0, 1))
-    out = d(torch.cat([real, fake.detach()]), torch.cat(texts), torch.cat(index).to(real.device))
+        groups.append("cands")
+    tokens, mask = t.words.take(groups) if t.words is not None else (None, None)  # (N, T, k), (N, T)
+    out = d(torch.cat([real, fake.detach()]), torch.cat(texts), torch.cat(index).to(real.device), tokens, mask)
     return out.float()  # the loss is computed in fp32 even under autocast
 
 
@@ -198,6 +225,7 @@ def generator_loss(
     z: torch.Tensor,      # (B, z_dim)
     cfg: LossParams,
     cands: Candidates | None = None,  # (B, K, D) candidates of `text`
+    words: Words | None = None,       # groups "text" (B,) and "cands" (B, K): D's word-region score
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Fool D; the contrastive term on the fakes through D; the mode-seeking term on the
     `mode_seeking_pairs` pairs of fakes that share a caption."""
@@ -207,10 +235,12 @@ def generator_loss(
         assert cands is not None
         k = cands.text.shape[1]
         index = torch.cat([torch.arange(b), torch.arange(b).repeat_interleave(k)]).to(fake.device)
-        out_all = d(fake, torch.cat([text, cands.text.flatten(0, 1)]), index).float()  # (B + B*K,)
+        tokens, mask = words.take(["text", "cands"]) if words is not None else (None, None)
+        out_all = d(fake, torch.cat([text, cands.text.flatten(0, 1)]), index, tokens, mask).float()  # (B + B*K,)
         out = out_all[:b]
     else:
-        out = d(fake, text).float()  # (B,)
+        tokens, mask = words.take(["text"]) if words is not None else (None, None)
+        out = d(fake, text, None, tokens, mask).float()  # (B,)
     adv = -out.mean() if cfg.kind == "hinge" else F.softplus(-out).mean()
     stats: dict[str, torch.Tensor] = {"loss_g_adv": adv.detach()}
     loss = adv

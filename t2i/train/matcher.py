@@ -22,19 +22,32 @@ from t2i.train.negatives import candidate_rows
 
 def fit_matcher(data: TrainData, params: MatcherParams, device: torch.device) -> Matcher:
     """A matcher trained for ``params.steps`` batches on the train captions of ``data``; ends in
-    eval mode with gradients off (it is frozen during the GAN's training)."""
+    eval mode with gradients off (it is frozen during the GAN's training). Where the data has
+    token states it scores words against regions too, and each caption's embedded word-order
+    swap joins its candidates."""
     torch.manual_seed(params.seed)  # the networks' initial weights
-    matcher = Matcher(data.text_dim, params.width)
+    matcher = Matcher(data.text_dim, params.width, data.token_dim)
     matcher.text_norm.fit(data.text)
+    if data.tokens is not None:
+        matcher.token_norm.fit(data.tokens.fit_sample(4096, params.seed))
     matcher.to(device)
-    text = data.text.to(device)  # (M, D)
+    text = data.pool_text.to(device)  # (P, D): train captions, then embedded swaps
+    partner = data.relations.partner
 
     def batch_loss(rows: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         real = data.batch(rows, device, channels_last=False).images  # (B, 3, R, R)
         cand, valid = candidate_rows(data.relations, rows, params.candidates, params.word_orders, gen)  # (B, K')
+        if data.tokens is not None:  # the swap: what only the words' roles tell apart
+            cand = torch.cat([cand, partner[rows].clamp(min=0)[:, None]], dim=1)
+            valid = torch.cat([valid, (partner[rows] >= 0)[:, None]], dim=1)
         b, k = cand.shape
-        emb = matcher.embed_text(text[torch.cat([rows, cand.flatten()]).to(device)])  # (B + B*K', E)
-        return match_ce(matcher, augment(real, gen), emb[:b], emb[b:].view(b, k, -1), valid.to(device))
+        all_rows = torch.cat([rows, cand.flatten()])  # (B + B*K',)
+        emb = matcher.embed_text(text[all_rows.to(device)])  # (B + B*K', E)
+        words = None
+        if data.tokens is not None:
+            tok, mask = data.tokens.gather(all_rows)  # (B + B*K', T, token_dim) float16
+            words = (matcher.reduce_tokens(tok.to(device)), mask.to(device))
+        return match_ce(matcher, augment(real, gen), emb[:b], emb[b:].view(b, k, -1), valid.to(device), words)
 
     fit(matcher, FitSettings(params.steps, params.seed, params.batch_size), len(data.text), batch_loss, "matcher")
     return matcher.requires_grad_(False)

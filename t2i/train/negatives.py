@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -149,13 +149,21 @@ class CSR:
         return self.rows[(start[:, None] + j).clamp(max=len(self.rows) - 1)], j < count[:, None]
 
 
+def _empty_csr() -> CSR:
+    return CSR(torch.zeros(1, dtype=torch.long), torch.zeros(0, dtype=torch.long))
+
+
 @dataclass(frozen=True)
 class CaptionRelations:
-    """How the M train captions relate, mined once from their text (row = train caption)."""
+    """How the M train captions relate, mined once from their text (row = train caption; a
+    partner row >= M is an embedded swap caption, `TrainData.pool_text`)."""
     partner: torch.Tensor  # (M,) int64 row of the word-order swap, or -1
     near: CSR              # one-word misses of other images (near_miss_partners)
     orders: CSR            # same words, other order, other images (word_order_partners)
     siblings: CSR          # the same image's other captions (image_captions)
+    # near plus the nearest other-image captions in sentence space (t2i/train/nearest.py):
+    # hard negatives for every caption of any dataset; train.loss.nearest_negatives picks it.
+    near_or_nearest: CSR = field(default_factory=_empty_csr)
 
     @classmethod
     def mine(cls, captions: list[str], image_index: np.ndarray) -> "CaptionRelations":
@@ -163,6 +171,13 @@ class CaptionRelations:
                    near=CSR.of(near_miss_partners(captions, image_index)),
                    orders=CSR.of(word_order_partners(captions, image_index)),
                    siblings=CSR.of(image_captions(image_index)))
+
+    def for_loss(self, cfg: LossParams) -> "CaptionRelations":
+        """The relations a step draws from: with `nearest_negatives`, the hard negatives include
+        the sentence-space neighbours (where they were mined)."""
+        if cfg.nearest_negatives and len(self.near_or_nearest.rows):
+            return replace(self, near=self.near_or_nearest)
+        return self
 
 
 def candidate_rows(rel: CaptionRelations, rows: torch.Tensor, k: int, word_orders: int,
@@ -237,11 +252,16 @@ def draw_negatives(rel: CaptionRelations, rows: torch.Tensor, gen: torch.Generat
     """All of one step's draws, in a fixed order on ``gen`` (the mismatch, then the candidates,
     then the extra captions' candidates): a term with weight 0 draws nothing, so the others'
     draws do not move. ``candidates``: a contrastive or matcher term will score them."""
+    rel = rel.for_loss(cfg)
     neg = Negatives(draw_mismatch(rel, rows, gen, cfg.near_miss, cfg.near_miss_pool))
     if not candidates:
         return neg
     k, orders = cfg.contrastive_candidates, cfg.contrastive_word_order
     neg.cand_rows, neg.cand_valid = candidate_rows(rel, rows, k, orders, gen)
+    if cfg.swap_candidate:  # the word-order swap: the candidate only the words' roles tell apart
+        partner = rel.partner[rows]  # (B,)
+        neg.cand_rows = torch.cat([neg.cand_rows, partner.clamp(min=0)[:, None]], dim=1)
+        neg.cand_valid = torch.cat([neg.cand_valid, (partner >= 0)[:, None]], dim=1)
     if cfg.contrastive_d > 0 and cfg.contrastive_captions > 1:
         # The image's other captions, each against its own candidates, in D's term only: more
         # evidence per feature pass, while G keeps drawing each caption as sampled.
@@ -249,6 +269,10 @@ def draw_negatives(rel: CaptionRelations, rows: torch.Tensor, gen: torch.Generat
         neg.extra_rows, neg.extra_exists = sib.flatten(), exists.flatten()  # (E,) with E = B * n
         neg.extra_image = torch.arange(len(rows)).repeat_interleave(sib.shape[1])
         neg.extra_cand_rows, valid = candidate_rows(rel, neg.extra_rows, k, orders, gen)
+        if cfg.swap_candidate:
+            partner = rel.partner[neg.extra_rows]  # (E,)
+            neg.extra_cand_rows = torch.cat([neg.extra_cand_rows, partner.clamp(min=0)[:, None]], dim=1)
+            valid = torch.cat([valid, (partner >= 0)[:, None]], dim=1)
         neg.extra_cand_valid = valid & neg.extra_exists[:, None]
     return neg
 

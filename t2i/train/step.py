@@ -18,7 +18,7 @@ from t2i.config import LossParams, OptimParams
 from t2i.models import Discriminator, GANConfig, Generator
 from t2i.models.matcher import Matcher
 from t2i.train.data import Batch, TrainData
-from t2i.train.losses import (Candidates, DTexts, ExtraTrue, discriminator_loss, generator_loss, match_ce,
+from t2i.train.losses import (Candidates, DTexts, ExtraTrue, Words, discriminator_loss, generator_loss, match_ce,
                               mode_seeking_pairs)
 from t2i.train.negatives import Negatives, draw_negatives, mismatch_text
 from t2i.train.runtime import Runtime, step_generator
@@ -41,7 +41,12 @@ class GANState:
     # The frozen matcher (train.loss.matcher_weight > 0) and its text embedding of every train
     # caption, computed once like normed_text.
     matcher: Matcher | None = None
-    matcher_text: torch.Tensor | None = None  # (M, E)
+    matcher_text: torch.Tensor | None = None  # (P, E)
+    matcher_tokens: tuple[torch.Tensor, torch.Tensor] | None = None  # (P, T, k) through its token PCA, (P, T)
+    # Every pool caption's token states through G's token PCA (fitted before training, never
+    # changed), computed once like normed_text: D's ~10^4 captions a step are gathered from it.
+    d_tokens: torch.Tensor | None = None  # (P, T, k)
+    d_token_mask: torch.Tensor | None = None  # (P, T) bool
 
 
 @dataclass(frozen=True)
@@ -58,8 +63,31 @@ def normed_train_text(state: GANState, data: TrainData, device: torch.device) ->
     """`state.normed_text`, computed on first use (after a resume has restored text_norm)."""
     if state.normed_text is None:
         with torch.no_grad():
-            state.normed_text = state.g_raw.text_norm(data.text.to(device))  # (M, D)
+            state.normed_text = state.g_raw.text_norm(data.pool_text.to(device))  # (P, D): train captions, then swaps
     return state.normed_text
+
+
+def word_table(state: GANState, data: TrainData, device: torch.device) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """(`state.d_tokens`, `state.d_token_mask`), computed on first use; None when D matches no
+    words (no token states, or a model without d_word_match)."""
+    if data.tokens is None or not state.d_raw.config.d_word_match:
+        return None
+    if state.d_tokens is None:
+        state.d_tokens, state.d_token_mask = data.tokens.reduced_table(state.g_raw.token_norm, device)
+    assert state.d_token_mask is not None
+    return state.d_tokens, state.d_token_mask
+
+
+def matcher_train_tokens(state: GANState, data: TrainData, device: torch.device
+                         ) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """Every pool caption's token states through the matcher's own token PCA, computed on first
+    use; None for a sentence-only matcher or data."""
+    m = state.matcher
+    if m is None or not m.uses_tokens or data.tokens is None:
+        return None
+    if state.matcher_tokens is None:
+        state.matcher_tokens = data.tokens.reduced_table(m.token_norm, device)
+    return state.matcher_tokens
 
 
 def matcher_train_text(state: GANState, data: TrainData, device: torch.device) -> torch.Tensor:
@@ -67,16 +95,19 @@ def matcher_train_text(state: GANState, data: TrainData, device: torch.device) -
     if state.matcher_text is None:
         assert state.matcher is not None
         with torch.no_grad():
-            state.matcher_text = state.matcher.embed_text(data.text.to(device))  # (M, E)
+            state.matcher_text = state.matcher.embed_text(data.pool_text.to(device))  # (P, E)
     return state.matcher_text
 
 
 def build_state(cfg: GANConfig, optim: OptimParams, runtime: Runtime, ddp: bool,
-                train_text: torch.Tensor | None = None) -> GANState:
-    """Fresh networks and optimisers; ``train_text`` (N, D) fits G's text_norm."""
+                train_text: torch.Tensor | None = None, train_tokens: torch.Tensor | None = None) -> GANState:
+    """Fresh networks and optimisers; ``train_text`` (N, D) fits G's text_norm, ``train_tokens``
+    (N', token_dim) real token states its token PCA (where the config has one)."""
     g = Generator(cfg)
     if train_text is not None:
         g.text_norm.fit(train_text)  # before the EMA copy and DDP's buffer broadcast
+    if train_tokens is not None and g.token_norm is not None:
+        g.token_norm.fit(train_tokens)
     g = g.to(runtime.device, memory_format=runtime.memory_format)
     d = Discriminator(cfg).to(runtime.device, memory_format=runtime.memory_format)
     ema = copy.deepcopy(g).eval().requires_grad_(False)
@@ -121,7 +152,7 @@ def _d_texts(sentence: nn.Module, data: TrainData, batch: Batch, text_fake: torc
     drawn rows gathered from `normed` (the same text_norm of every train caption, (M, D))."""
     dev, mis = batch.text.device, neg.mismatch
     t = DTexts(true=sentence(batch.text), fake=sentence(text_fake),
-               mismatch=sentence(mismatch_text(batch.text, data.text, mis.rows)))
+               mismatch=sentence(mismatch_text(batch.text, data.pool_text, mis.rows)))
     if mis.pool.shape[1] > 1 and bool(mis.near.any()):  # hard negatives: ranked in D's own forward
         t.hard_pool, t.hard = normed[mis.pool.to(dev)], mis.near.to(dev)  # (B, P, D), (B,)
     if neg.cand_rows is not None and neg.cand_valid is not None:
@@ -133,6 +164,20 @@ def _d_texts(sentence: nn.Module, data: TrainData, batch: Batch, text_fake: torc
                                  torch.cat([t.cands.valid, neg.extra_cand_valid.to(dev)]))
             t.extra = ExtraTrue(normed[neg.extra_rows.to(dev)], neg.extra_image, neg.extra_exists.to(dev))
     return t
+
+
+def _d_words(table: tuple[torch.Tensor, torch.Tensor], batch: Batch, fake_rows: torch.Tensor, neg: Negatives) -> Words:
+    """Which pool rows each of D's caption groups is (parallel to `_d_texts`)."""
+    rows, mis = batch.rows, neg.mismatch
+    w = Words(*table, rows={"true": rows, "fake": rows[fake_rows.cpu()],
+                            "mismatch": torch.where(mis.rows >= 0, mis.rows, rows.roll(1)),  # -1: the rolled batch
+                            "hard": mis.pool})
+    if neg.cand_rows is not None:
+        w.rows["cands"] = neg.cand_rows
+        if neg.extra_rows is not None and neg.extra_cand_rows is not None:
+            w.rows["extra"] = neg.extra_rows
+            w.rows["cands"] = torch.cat([neg.cand_rows, neg.extra_cand_rows])  # (B + E, K)
+    return w
 
 
 @dataclass
@@ -152,12 +197,23 @@ def _g_loss(state: GANState, data: TrainData, batch: Batch, fakes: Fakes, neg: N
         normed = normed_train_text(state, data, dev)
         cands = Candidates(normed[neg.cand_rows.to(dev)][rows], neg.cand_valid.to(dev)[rows])  # (B, K, D)
     text = state.g_raw.text_norm(batch.text[rows])  # (B, D) as D sees it
-    loss, stats = generator_loss(state.d_raw, fakes.images, text, fakes.z, cfg.loss, cands)
+    words = None
+    table = word_table(state, data, dev)
+    if table is not None:
+        words = Words(*table, rows={"text": batch.rows[rows.cpu()]})
+        if neg.cand_rows is not None:
+            words.rows["cands"] = neg.cand_rows[rows.cpu()]  # (B, K)
+    loss, stats = generator_loss(state.d_raw, fakes.images, text, fakes.z, cfg.loss, cands, words)
     if cfg.loss.matcher_weight > 0 and state.matcher is not None:
         assert neg.cand_rows is not None and cands is not None
-        table = matcher_train_text(state, data, dev)  # (M, E)
+        table = matcher_train_text(state, data, dev)  # (P, E)
         true = table[batch.rows.to(dev)[rows]]  # (B, E)
-        m_ce = match_ce(state.matcher, fakes.images, true, table[neg.cand_rows.to(dev)[rows]], cands.valid)
+        m_words = None
+        m_tokens = matcher_train_tokens(state, data, dev)
+        if m_tokens is not None:
+            idx = torch.cat([batch.rows[rows.cpu()], neg.cand_rows[rows.cpu()].flatten()]).to(dev)  # (B + B*K,)
+            m_words = (m_tokens[0][idx], m_tokens[1][idx])
+        m_ce = match_ce(state.matcher, fakes.images, true, table[neg.cand_rows.to(dev)[rows]], cands.valid, m_words)
         loss = loss + cfg.loss.matcher_weight * m_ce
         stats["loss_g_matcher"] = m_ce.detach()
     return loss, stats
@@ -178,12 +234,20 @@ def train_step(state: GANState, data: TrainData, rows: torch.Tensor, step: int, 
     use_matcher = lc.matcher_weight > 0 and state.matcher is not None
     neg = draw_negatives(data.relations, rows, gen, lc, lc.contrastive_d > 0 or lc.contrastive_g > 0 or use_matcher)
     normed = normed_train_text(state, data, rt.device)  # outside autocast: computed once, in fp32
+    table = word_table(state, data, rt.device)
     with rt.autocast():
-        fakes = Fakes(state.g(z, batch.text[fake_rows]), z, fake_rows)
+        if batch.tokens is not None and state.g_raw.word_attn:
+            assert batch.token_mask is not None
+            images = state.g(z, batch.text[fake_rows], batch.tokens[fake_rows], batch.token_mask[fake_rows])
+        else:
+            images = state.g(z, batch.text[fake_rows])
+        fakes = Fakes(images, z, fake_rows)
 
     state.opt_d.zero_grad(set_to_none=True)
     with rt.autocast():
         texts = _d_texts(state.g_raw.text_norm, data, batch, batch.text[fake_rows], neg, normed)
+        if table is not None:
+            texts.words = _d_words(table, batch, fake_rows, neg)
         loss_d, stats_d = discriminator_loss(state.d, batch.images, fakes.images, texts, lc, step)
     _backward_step(loss_d, state.opt_d, state.scaler)
 
