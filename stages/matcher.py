@@ -16,7 +16,8 @@ import time
 from pathlib import Path
 
 from t2i.atomic import atomic_dir
-from t2i.config import ParamsError, load_section
+from t2i.config import load_section
+from t2i.errors import UserError, run_main
 from t2i.train import load_train_data
 from t2i.train.matcher import fit_matcher
 from t2i.train.runtime import setup_runtime
@@ -24,18 +25,13 @@ from t2i.train.runtime import setup_runtime
 OUT = Path("data/matcher")
 
 
-def main() -> int:
+def _run(argv: list[str]) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    try:
-        p = load_section("matcher")
-    except ParamsError as exc:
-        print(exc, file=sys.stderr)
-        return 2
+    p = load_section("matcher")
     try:
         data = load_train_data("data/prepared", "data/embeddings")
-    except (FileNotFoundError, ValueError) as exc:
-        print(f"matcher: {exc}", file=sys.stderr)
-        return 2
+    except ValueError as exc:  # data that does not fit (missing files: run_main)
+        raise UserError(str(exc)) from exc
     device = setup_runtime(p.device, "fp32", False, p.threads, key="matcher.device").device  # as train sets them up
     t0 = time.perf_counter()
     matcher = fit_matcher(data, p, device)
@@ -44,6 +40,11 @@ def main() -> int:
     print(json.dumps({"steps": p.steps, "seconds": round(time.perf_counter() - t0, 1), "device": str(device), "out": str(OUT),
                       "words": matcher.uses_tokens}))
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The stage; a failure the user can fix is one line on stderr and a non-zero exit."""
+    return run_main(_run, "matcher", argv, outputs="data/matcher/")
 
 
 if __name__ == "__main__":

@@ -162,7 +162,7 @@ class TrainParams(Section):
 class TrainRuntimeParams(Section):
     """The `train_runtime` section: where training runs. Speed only, so dvc.yaml leaves it untracked."""
     device: Device = "auto"
-    threads: int | None = Field(None, ge=1, le=256)  # torch CPU threads (None = all cores)
+    threads: int | None = Field(None, ge=1, le=256)  # torch CPU threads (None = the cores other processes leave free)
 
 
 class EvaluateParams(Section):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 
 import pytest
 import torch
@@ -222,7 +221,6 @@ class TwoPartToy:
 
 
 def test_d_word_match_learns_what_the_pooled_sentence_cannot_tell() -> None:
-    start = time.monotonic()
     torch.manual_seed(0)
     toy, g = TwoPartToy(), torch.Generator().manual_seed(2)
     d = Discriminator(small_config(text_dim=DT, attention=(), d_word_match=True))
@@ -249,7 +247,6 @@ def test_d_word_match_learns_what_the_pooled_sentence_cannot_tell() -> None:
     assert float(pooled_gap) < 1e-3  # ... so the sentence score is a coin flip between them
     accuracy = float((word_true > word_swap).float().mean())
     assert accuracy >= 0.9, f"word-region score ranks the true caption above its swap only {accuracy:.2f} of the time"
-    assert time.monotonic() - start < 60
 
 
 def test_gradient_penalty_double_backward_runs_through_the_word_score() -> None:

@@ -45,7 +45,7 @@ class DBlock(nn.Module):
 def sentence_embedding(text_dim: int, width: int, layers: int) -> nn.Module:
     """Projection D's sentence embedding. One layer: a Linear (the keys of older models). More: an
     MLP, for sentence forms whose word-order swap moves the vector 2x less than others'
-    (docs/results/tuning.md, session 9), which a linear map scales alike."""
+    (docs/results/tuning.md, 2026-12-02, 1a2f09a), which a linear map scales alike."""
     if layers == 1:
         return nn.Linear(text_dim, width)
     mods: list[nn.Module] = []

@@ -24,7 +24,9 @@ import json
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
+
+from t2i.safe_load import load_safetensors_checked
 import torch.nn.functional as F
 from torch import nn
 
@@ -124,5 +126,5 @@ class Matcher(nn.Module):
                                     "run the `matcher` stage first (dvc repro matcher), or set train.matcher_weight=0")
         cfg = json.loads((directory / CONFIG).read_text(encoding="utf-8"))
         m = cls(int(cfg["text_dim"]), int(cfg["width"]), int(cfg.get("token_dim", 0)))  # older files: sentence only
-        m.load_state_dict(load_file(str(directory / WEIGHTS)))
+        m.load_state_dict(load_safetensors_checked(directory / WEIGHTS))  # a damaged file is named
         return m.to(device).eval()

@@ -10,7 +10,7 @@ pairs have cosine ~0.57 and a caption and its word-order swap ~0.988. Two modes:
   to a mean squared norm of D. Measured on the synthetic flowers at eps = 0.01: random pairs go
   to cosine ~0.00 and swapped pairs to ~0.81 -- the role difference becomes a fifth of the
   input instead of a hundredth. A smaller eps (`train.whiten_eps`, 0.001) damps less of the weak
-  directions where the copula captions keep their roles (tuning log, session 13). Fitted once
+  directions where the copula captions keep their roles (tuning log 2026-12-02, 1baf2c6). Fitted once
   on the training captions (`fit`); the statistics are buffers, so they travel with the
   weights and generation applies the same map.
 """
