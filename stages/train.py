@@ -10,33 +10,17 @@ from __future__ import annotations
 import argparse
 import sys
 from contextlib import nullcontext
-from typing import Any
 
 from t2i.config import TrainParams, TrainRuntimeParams, load_section
 from t2i.errors import UserError, run_main
 from t2i.models.matcher import Matcher
 from t2i.run_lock import run_lock
-from t2i.train import NonFiniteLossError, Outputs, TrainData, TrainingInterrupted, init_distributed, load_train_data, train
+from t2i.train import NonFiniteLossError, Outputs, TrainingInterrupted, init_distributed, load_train_data, train
 from t2i.train.distributed import device_type_hint, shutdown
+from t2i.train.tracker import tracker_opener
 
 
 MATCHER = "data/matcher"
-
-
-def tracker_opener(params: TrainParams, runtime: TrainRuntimeParams, data: TrainData) -> Any:
-    def open_tracker(info: dict[str, Any] | None) -> Any:
-        from t2i import tracking  # the only module that talks to MLflow
-
-        if info:
-            try:
-                return tracking.resume_run(info)  # a resumed training continues its run
-            except tracking.TrackingError as exc:
-                print(f"train: cannot reopen MLflow run {info.get('run_id')} ({exc}); starting a new run")
-        flat = tracking.flatten_params({"train": params, "train_runtime": runtime, "encoder": data.encoder})
-        tags = {**tracking.default_tags(), "data_identity": data.identity[:16]}
-        return tracking.start_run("t2i", run_name=None, params=flat, tags=tags)
-
-    return open_tracker
 
 
 def _run(argv: list[str]) -> int:
