@@ -1,6 +1,6 @@
 """What the text features can carry: read petal and stem colour straight from them, no images.
 
-    python benchmarks/text_ceiling.py [--images 4000] [--captions-per-image 4] [--epochs 6]
+    python benchmarks/text_ceiling.py [--images 4000] [--captions-per-image 4] [--epochs 6] [--matcher data/matcher]
 
 About 2-3 minutes on 2 busy cores (1 thread), most of it encoding ~14k captions and training.
 
@@ -11,6 +11,11 @@ splits, default ingest params) and scored "both petal and stem right" per split:
 * ``sentence_mlp``: the pooled sentence vector (standardised), a 2-layer MLP, one head per colour;
 * ``token_attention``: the per-token states under it, one learned attention query per attribute
   over the caption's tokens (masked softmax), then a linear head.
+
+With ``--matcher DIR`` (the `matcher` stage's output) a third reads the matcher's caption code
+(t2i/models/caption_code.py), the frozen text features the GAN conditions on:
+
+* ``matcher_code_mlp``: the same 2-layer MLP on the standardised code.
 
 Scored on ``test`` (trained frames, held-out images), ``novel_wording`` (frames and words never
 trained on; also split into ``novel_frame_only`` and ``novel_words``), ``probe`` (the
@@ -37,6 +42,7 @@ from t2i.config import IngestParams  # noqa: E402
 from t2i.data import grammar, synthetic  # noqa: E402
 from t2i.data.flowers import COLORS  # noqa: E402
 from t2i.data.probe import load_probe  # noqa: E402
+from t2i.models.matcher import Matcher  # noqa: E402
 from t2i.text import get_encoder  # noqa: E402
 from t2i.text.base import pad_tokens  # noqa: E402
 
@@ -101,6 +107,17 @@ def features(encoder, captions: list[str]) -> tuple[torch.Tensor, ...]:
     return torch.from_numpy(flat.sentence), torch.from_numpy(tokens), torch.from_numpy(mask)
 
 
+@torch.no_grad()
+def matcher_codes(matcher: Matcher, feats: tuple[torch.Tensor, ...]) -> torch.Tensor:
+    """(n, E) caption codes of the matcher for (sentence, tokens, mask) features."""
+    s, tok, mask = feats
+    out = []
+    for b in torch.arange(len(s)).split(1024):
+        reduced = matcher.reduce_tokens(tok[b]) if matcher.uses_tokens else None
+        out.append(matcher.embed_text(s[b], reduced, mask[b] if reduced is not None else None))
+    return torch.cat(out)
+
+
 def labels(rows: pd.DataFrame) -> torch.Tensor:
     return torch.tensor([[COLORS.index(r[c]) for c in ROLES] for _, r in rows.iterrows()])  # (n, 2)
 
@@ -142,6 +159,7 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=6)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--matcher", type=Path, default=None, help="also score the matcher's caption code (data/matcher)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.set_flush_denormal(True)
@@ -159,6 +177,14 @@ def main() -> None:
     for name, model in (("sentence_mlp", SentenceMLP(512)), ("token_attention", TokenAttention(512))):
         train(model, norm(train_feats), y_train, args.epochs, args.seed)
         out[name] = {k: score(model, norm(feats[k]), labels(sets[k])) for k in feats}
+    if args.matcher is not None:
+        matcher = Matcher.load(args.matcher)
+        code = {k: matcher_codes(matcher, f) for k, f in [("train", train_feats), *feats.items()]}
+        cmu, csd = code["train"].mean(0), code["train"].std(0) + 1e-6
+        as_input = lambda c: ((c - cmu) / csd, c[:, :1, None], torch.ones(len(c), 1, dtype=torch.bool))  # noqa: E731
+        model = SentenceMLP(code["train"].shape[1])
+        train(model, as_input(code["train"]), y_train, args.epochs, args.seed)
+        out["matcher_code_mlp"] = {k: score(model, as_input(code[k]), labels(sets[k])) for k in feats}
     out["seconds"] = {"encode": round(encoded, 1), "total": round(time.perf_counter() - start, 1)}
     print(json.dumps(out, indent=1))
 

@@ -47,7 +47,7 @@ from t2i.train.negatives import CSR, CaptionRelations  # noqa: E402
 from t2i.train.runtime import (  # noqa: E402
     Runtime, cpu_cores, cpu_has_fast_bf16, default_threads, pick_dtype, seed_everything, setup_runtime,
 )
-from t2i.train.step import GANState, StepConfig, build_state, train_step  # noqa: E402
+from t2i.train.step import CodeSource, GANState, StepConfig, build_state, train_step  # noqa: E402
 
 
 def fake_data(n: int, res: int, dim: int, near_per_row: int = 13) -> TrainData:
@@ -80,6 +80,16 @@ def matmul_gflops(dtype: torch.dtype, device: torch.device, seconds: float, n: i
     return 2 * n**3 * reps / (time.perf_counter() - t0) / 1e9
 
 
+def stand_in_code(cfg: GANConfig, data: TrainData) -> CodeSource | None:
+    """An unfitted matcher's caption code where the config reads one (train.model.caption_code):
+    its weights do not change the cost."""
+    if not cfg.caption_code:
+        return None
+    rows = torch.arange(min(len(data.text), 512))
+    tokens = data.tokens.gather(rows) if cfg.code_token_dim and data.tokens is not None else None
+    return CodeSource(Matcher(data.text_dim, token_dim=cfg.code_token_dim).caption, data.text[rows], tokens)
+
+
 @dataclass
 class Bench:
     """The config and stand-in data every variant is timed on."""
@@ -91,7 +101,7 @@ class Bench:
 
     def state(self, rt: Runtime) -> GANState:
         seed_everything(0)
-        state = build_state(self.cfg, self.p.optim, rt, ddp=False)
+        state = build_state(self.cfg, self.p.optim, rt, ddp=False, code=stand_in_code(self.cfg, self.data))
         # train.loss.matcher_weight > 0: the G step also runs the frozen matcher on its fakes. Its
         # weights do not change the cost, so an unfitted one stands in for the stage's.
         if self.p.loss.matcher_weight > 0:
@@ -229,7 +239,8 @@ def words_on_off(p: TrainParams, base: Runtime, project: Path, steps: int, round
         cfg = model_config(q, data)
         fit = data.tokens.fit_sample(4096, q.seed) if cfg.token_pca else None
         seed_everything(q.seed)
-        states[name], cfgs[name] = build_state(cfg, q.optim, base, False, data.text, fit), StepConfig(q.loss, 0.999, base)
+        state = build_state(cfg, q.optim, base, False, data.text, fit, stand_in_code(cfg, data))
+        states[name], cfgs[name] = state, StepConfig(q.loss, 0.999, base)
         train_step(states[name], data, torch.arange(q.batch_size), 0, cfgs[name])  # untimed
     best = {name: 0.0 for name in states}
     for _ in range(rounds):

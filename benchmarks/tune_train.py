@@ -37,7 +37,7 @@ def main() -> None:
     ap.add_argument("overrides", help='JSON: {"train": {...}, "evaluate": {...}, "model": {...}}')
     ap.add_argument("--project", type=Path, default=ROOT, help="where data/prepared and data/embeddings are")
     ap.add_argument("--matcher", type=Path, default=None,
-                    help="matcher directory for train.loss.matcher_weight > 0 (default: PROJECT/data/matcher)")
+                    help="matcher directory for train.loss.matcher_weight > 0 or train.model.caption_code (default: PROJECT/data/matcher)")
     ap.add_argument("--no-eval", action="store_true", help="train only (evaluate OUT/NAME/models later)")
     ap.add_argument("--out", type=Path, default=Path(tempfile.gettempdir()) / "t2i-tune", help="runs go to OUT/NAME")
     args = ap.parse_args()
@@ -65,7 +65,8 @@ def main() -> None:
     data = load_train_data(prepared, embeddings)
 
     t0 = time.perf_counter()
-    matcher = Matcher.load(args.matcher or args.project / "data" / "matcher") if train_params.loss.matcher_weight > 0 else None
+    needs_matcher = train_params.loss.matcher_weight > 0 or train_params.model.caption_code
+    matcher = Matcher.load(args.matcher or args.project / "data" / "matcher") if needs_matcher else None
     outputs = Outputs(models=out / "models", checkpoints=out / "checkpoints", losses_csv=out / "losses.csv",
                       sample_dir=out / "samples")
     result = loop.train(train_params, data, outputs, matcher=matcher, runtime=runtime)
@@ -80,7 +81,7 @@ def main() -> None:
     metrics = json.loads((out / "eval" / "metrics.json").read_text(encoding="utf-8"))
     print(json.dumps({
         "name": args.name, "overrides": over, "train_seconds": round(train_s), "eval_seconds": round(eval_s), "images_per_s": round(result.images_per_s, 1),
-        "test": metrics.get("test"), "unseen": metrics.get("unseen"), "diversity": metrics.get("diversity"),
+        **{split: metrics.get(split) for split in ("test", "unseen", "novel_wording", "probe", "diversity")},
     }))
 
 

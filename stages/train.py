@@ -36,7 +36,7 @@ def _run(argv: list[str]) -> int:
         with run_lock(say=print) if ctx.is_main else nullcontext():
             data = load_train_data("data/prepared", "data/embeddings")
             opener = None if args.no_tracking else tracker_opener(params, runtime, data)
-            matcher = Matcher.load(MATCHER) if params.loss.matcher_weight > 0 else None
+            matcher = Matcher.load(MATCHER) if params.loss.matcher_weight > 0 or params.model.caption_code else None
             result = train(params, data, Outputs(), ctx, opener, matcher=matcher, runtime=runtime)
         if ctx.is_main:
             print(f"train: step {result.step}, {result.images_per_s:.0f} images/s -> models/")

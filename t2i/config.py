@@ -91,6 +91,7 @@ class ModelParams(Section):
     d_word_match: bool = True              # D adds a DAMSM-style word-region score to its logit
     word_match_resolution: int = 8         # D feature map whose regions the words are matched against
     token_pca: int = Field(64, ge=0, le=4096)  # token states reduced to this many PCA dims (0 = raw)
+    caption_code: bool = True              # G and D read the matcher's frozen caption code beside the sentence
 
     @field_validator("attention", "word_attention")
     @classmethod

@@ -146,7 +146,7 @@ class GenerationPipeline:
     @property
     def uses_tokens(self) -> bool:
         """Whether the generator reads per-token states (word attention), not only sentence vectors."""
-        return bool(self.config.word_attention)
+        return bool(self.config.word_attention) or (self.config.caption_code and self.config.code_token_dim > 0)
 
     @property
     def token_width(self) -> int:

@@ -85,7 +85,7 @@ def test_train_on_a_full_disk_keeps_the_previous_model(small_disk: Path) -> None
 
     make_dataset(small_disk, n_images=16)
     train = dict(steps=4, batch_size=8, checkpoint_every=2, sample_every=1000, log_every=1, precision="fp32",
-                 model=dict(z_dim=8, g_width=32, d_width=16, attention=[8]), loss=dict(matcher_weight=0.0))
+                 model=dict(z_dim=8, g_width=32, d_width=16, attention=[8], caption_code=False), loss=dict(matcher_weight=0.0))
     (small_disk / "params.yaml").write_text(yaml.safe_dump({"train": train, "train_runtime": {"threads": 1}}))
     fill(small_disk, 64 << 10)  # room for the lock file, not for a checkpoint
     proc = run("stages.train", small_disk, "--no-tracking")

@@ -19,7 +19,7 @@ from t2i.errors import UserError, disk_full, run_main
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY_TRAIN = dict(steps=4, batch_size=8, checkpoint_every=2, sample_every=1000, log_every=1, precision="fp32",
-                  model=dict(z_dim=8, g_width=32, d_width=16, attention=[8]), loss=dict(matcher_weight=0.0))
+                  model=dict(z_dim=8, g_width=32, d_width=16, attention=[8], caption_code=False), loss=dict(matcher_weight=0.0))
 
 
 def run(args: list[str], cwd: Path, **env: str) -> subprocess.CompletedProcess:

@@ -38,7 +38,7 @@ def test_fitting_teaches_the_matcher_its_captions_over_their_one_word_misses(tmp
     data = load_train_data(*make_dataset(tmp_path))
     torch.manual_seed(0)
     untrained = Matcher(data.text_dim).eval()
-    untrained.text_norm.fit(data.text)
+    untrained.caption.text_norm.fit(data.text)
     fitted = fit_matcher(data, MatcherParams(steps=150, seed=0, candidates=8, word_orders=2, batch_size=16), CPU)
     before, after = _wins(untrained, data), _wins(fitted, data)
     assert after > 0.8 and after > before + 0.3, (before, after)
@@ -116,7 +116,7 @@ def test_matcher_with_token_states_scores_words_and_round_trips(tmp_path: Path) 
     torch.set_num_threads(1)
     data = load_train_data(*make_token_dataset(tmp_path))
     m = fit_matcher(data, MatcherParams(steps=60, seed=0, candidates=4, word_orders=0, batch_size=16), CPU)
-    assert m.uses_tokens and float(m.token_norm.basis.abs().sum()) > 0
+    assert m.uses_tokens and float(m.caption.token_norm.basis.abs().sum()) > 0
     assert float(m.word_gain) != 4.0  # the word score reached the fitting loss
     true, swap = _swap_scores(m, data)
     assert not torch.allclose(true, swap)

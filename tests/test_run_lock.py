@@ -84,7 +84,7 @@ def test_second_train_stage_is_refused_naming_the_first(tmp_path: Path) -> None:
 
     make_dataset(tmp_path)
     train = dict(steps=100_000, batch_size=8, checkpoint_every=4, sample_every=1000, log_every=1, precision="fp32",
-                 model=dict(z_dim=8, g_width=32, d_width=16, attention=[8]), loss=dict(matcher_weight=0.0))
+                 model=dict(z_dim=8, g_width=32, d_width=16, attention=[8], caption_code=False), loss=dict(matcher_weight=0.0))
     (tmp_path / "params.yaml").write_text(yaml.safe_dump({"train": train, "train_runtime": {"threads": 1}}))
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     cmd = [sys.executable, "-m", "stages.train", "--no-tracking"]

@@ -27,7 +27,7 @@ def test_killed_stage_is_marked_and_resumed_without_duplicate_steps(tmp_path: Pa
 
     make_dataset(tmp_path)
     train = dict(steps=100_000, batch_size=8, checkpoint_every=4, sample_every=1000, log_every=1, precision="fp32",
-                 model=dict(z_dim=8, g_width=32, d_width=16, attention=[8]), loss=dict(matcher_weight=0.0))
+                 model=dict(z_dim=8, g_width=32, d_width=16, attention=[8], caption_code=False), loss=dict(matcher_weight=0.0))
     (tmp_path / "params.yaml").write_text(yaml.safe_dump({"train": train, "train_runtime": {"threads": 1}}))
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     env = {**os.environ, "PYTHONPATH": str(REPO), "MLFLOW_TRACKING_URI": uri}

@@ -66,8 +66,9 @@ def small_params(model: dict[str, Any] | None = None, loss: dict[str, Any] | Non
     """Tiny TrainParams; ``model`` / ``loss`` / ``optim`` change keys of those groups."""
     base = TrainParams(
         steps=6, batch_size=8, checkpoint_every=2, sample_every=3, log_every=1, precision="fp32", channels_last=True,
-        model=ModelParams(z_dim=8, g_width=32, d_width=16, attention=[8, 16]),
-        loss=LossParams(matcher_weight=0.0),  # the matcher's own tests (test_matcher.py) turn it on with a fitted one
+        # No matcher: its own tests (test_matcher.py, test_caption_code.py) turn it on with a fitted one.
+        model=ModelParams(z_dim=8, g_width=32, d_width=16, attention=[8, 16], caption_code=False),
+        loss=LossParams(matcher_weight=0.0),
     )
     return updated(base, {**over, "model": model or {}, "loss": loss or {}, "optim": optim or {}})
 

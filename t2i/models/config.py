@@ -56,6 +56,11 @@ class GANConfig:
     # Token states reduced by a PCA fitted on the training tokens (t2i/models/token_pca.py) before
     # any word module reads them: G applies it to raw states; D takes reduced ones. 0 = raw states.
     token_pca: int = 0
+    # The caption code (t2i/models/caption_code.py): G holds a frozen copy of the matcher's text
+    # encoder and G and D read [whitened sentence, whitened code] instead of the sentence alone.
+    # code_token_dim: the token states the code pools (0 = a sentence-only code).
+    caption_code: bool = False
+    code_token_dim: int = 0
 
     def __post_init__(self) -> None:
         if self.resolution not in RESOLUTIONS:
@@ -74,6 +79,14 @@ class GANConfig:
         object.__setattr__(self, "word_attention", tuple(sorted(int(r) for r in self.word_attention)))
         if self.d_attention is not None:
             object.__setattr__(self, "d_attention", tuple(sorted(int(r) for r in self.d_attention)))
+
+    @property
+    def cond_text_dim(self) -> int:
+        """Width of a caption as G's condition and D's projection read it: the sentence, plus the
+        caption code where there is one."""
+        from t2i.models.caption_code import CODE_DIM  # the import stays one-way: caption_code needs no config
+
+        return self.text_dim + (CODE_DIM if self.caption_code else 0)
 
     @property
     def word_dim(self) -> int:

@@ -77,9 +77,9 @@ class Discriminator(nn.Module):
             self.psi = spectral_norm(nn.Linear(c4, 1))
             # No spectral norm here: word-order-swapped captions differ by a small vector (USE
             # cosine 0.993), and a unit-gain embedding could barely tell them apart.
-            self.embed = sentence_embedding(c.text_dim, c4, c.d_text_layers)
+            self.embed = sentence_embedding(c.cond_text_dim, c4, c.d_text_layers)
         else:
-            self.text_proj = nn.Linear(c.text_dim, c.cond_dim)
+            self.text_proj = nn.Linear(c.cond_text_dim, c.cond_dim)
             self.joint = nn.Sequential(
                 spectral_norm(nn.Conv2d(c4 + c.cond_dim, c4, 3, padding=1)),
                 nn.LeakyReLU(0.2),
@@ -119,7 +119,7 @@ class Discriminator(nn.Module):
 
     def forward(self, image: torch.Tensor, text: torch.Tensor, image_index: torch.Tensor | None = None,
                 tokens: torch.Tensor | None = None, token_mask: torch.Tensor | None = None) -> torch.Tensor:
-        # image (M, 3, R, R), text (N, text_dim) = G's text_norm(raw vector) -> score (N,).
+        # image (M, 3, R, R), text (N, cond_text_dim) = G's condition(raw caption) -> score (N,).
         # image_index (N,): which image each sentence is scored against (None: the i-th, N = M),
         # so a real image paired with its caption and with a wrong one costs one feature pass.
         # The caller rescales, so the MA-GP differentiates w.r.t. the rescaled sentence.

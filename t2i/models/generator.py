@@ -10,6 +10,11 @@ Word attention (`word_attention` resolutions, t2i/models/word_attention.py): aft
 that resolution, and before its residual attention module, the regions read the caption's
 per-token states. The sentence vector stays the global condition; without tokens (an encoder
 that stores none) the word modules are skipped and the network is the sentence-only one.
+
+Caption code (`caption_code`, t2i/models/caption_code.py): a frozen copy of the matcher's text
+encoder, loaded before training, turns the sentence and its tokens into a code that already tells
+which colour goes with which part; `condition` puts the whitened code beside the whitened
+sentence, and D reads the same vector (the training step gathers it from G's `condition`).
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from t2i.models.attention import ResidualAttention
+from t2i.models.caption_code import CODE_DIM, CaptionCode
 from t2i.models.config import GANConfig
 from t2i.models.text_norm import TextNorm
 from t2i.models.token_pca import TokenPCA
@@ -70,14 +76,17 @@ class Generator(nn.Module):
         c = config
         c0 = c.g_channels(4)
         self.text_norm = TextNorm(c.text_dim, c.text_norm, c.whiten_eps)  # shared with D by the training step
-        cond_in = c.text_dim + (c.z_dim if c.noise_in_blocks else 0)
+        if c.caption_code:  # frozen: its weights come from the matcher (`load_caption_code`)
+            self.caption_code = CaptionCode(c.text_dim, c.code_token_dim).requires_grad_(False)
+            self.code_norm = TextNorm(CODE_DIM, "whiten", c.whiten_eps)
+        cond_in = c.cond_text_dim + (c.z_dim if c.noise_in_blocks else 0)
         # Shared condition embedding (BigGAN-style): one MLP, a cheap Linear per modulation.
         # One layer keeps the state-dict keys of older models (cond.0.*).
         layers: list[nn.Module] = []
         for i in range(c.cond_layers):
             layers += [nn.Linear(cond_in if i == 0 else c.cond_dim, c.cond_dim), nn.LeakyReLU(0.2)]
         self.cond = nn.Sequential(*layers)
-        self.dense = nn.Linear(c.z_dim + c.text_dim, c0 * 4 * 4)
+        self.dense = nn.Linear(c.z_dim + c.cond_text_dim, c0 * 4 * 4)
         self.blocks = nn.ModuleList()
         self.attn = nn.ModuleDict()
         self.word_attn = nn.ModuleDict()
@@ -95,6 +104,27 @@ class Generator(nn.Module):
             c_prev = c_out
         self.to_rgb = nn.Sequential(nn.LeakyReLU(0.2), nn.Conv2d(c_prev, 3, 3, padding=1))
 
+    @torch.no_grad()
+    def load_caption_code(self, code: CaptionCode, train_text: torch.Tensor,
+                          train_tokens: tuple[torch.Tensor, torch.Tensor] | None) -> None:
+        """Copy the matcher's text encoder in and fit `code_norm` on the training captions' codes:
+        train_text (N, D) raw, train_tokens ((N, T, token_dim), (N, T)) of the same captions."""
+        self.caption_code.load_state_dict(code.state_dict())
+        self.caption_code.eval()
+        codes = self.caption_code(train_text, *(train_tokens or (None, None)))  # (N, CODE_DIM)
+        self.code_norm.fit(codes)
+
+    def condition(self, text: torch.Tensor, tokens: torch.Tensor | None = None,
+                  token_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """What G's blocks and D's projection read of a caption: (B, cond_text_dim) fp32, from raw
+        sentences (B, text_dim) and, for the caption code, their raw tokens and mask."""
+        normed = self.text_norm(text)  # (B, text_dim)
+        if not self.config.caption_code:
+            return normed
+        with torch.autocast(text.device.type, enabled=False):
+            code = self.caption_code(text.float(), tokens, token_mask)  # (B, CODE_DIM)
+        return torch.cat([normed, self.code_norm(code)], dim=1)
+
     def forward(self, z: torch.Tensor, text: torch.Tensor, tokens: torch.Tensor | None = None,
                 token_mask: torch.Tensor | None = None) -> torch.Tensor:
         # z (B, z_dim), text (B, text_dim) raw sentence vectors, tokens (B, T, token_dim) per-token
@@ -102,7 +132,7 @@ class Generator(nn.Module):
         # (True = real token; None = all real) -> (B, 3, R, R) in [-1, 1].
         # A model without word modules ignores tokens, so one call serves both kinds.
         cfg = self.config
-        text = self.text_norm(text)  # (B, text_dim), fp32
+        text = self.condition(text, tokens, token_mask)  # (B, cond_text_dim), fp32
         cond_in = torch.cat([text, z], dim=1) if cfg.noise_in_blocks else text
         cond = self.cond(cond_in)  # (B, cond_dim)
         h = self.dense(torch.cat([z, text], dim=1)).view(z.shape[0], -1, 4, 4)  # (B, C0, 4, 4)

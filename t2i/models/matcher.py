@@ -7,10 +7,12 @@ learns to check the centre colour slowly, because a text-conditioned D gets one 
 wrong caption while the GAN moves under it (docs/results/tuning.md); the matcher learns it
 before G starts and does not drift.
 
-Words (`token_dim` > 0, an encoder with token states): the trunk's mid-level map is also cut into
-regions that the caption's per-token states (through the matcher's own token PCA) are matched
-against with D's DAMSM local score (t2i/models/word_match.py); gain x that score joins the
-sentence score. Without token states the matcher is the sentence-only one (and loads as before).
+Words (`token_dim` > 0, an encoder with token states): the caption's text embedding is its
+`CaptionCode` (t2i/models/caption_code.py: the sentence projection plus learned-query pooling
+of the token states), and the trunk's mid-level map is also cut into regions that the tokens are
+matched against with D's DAMSM local score (t2i/models/word_match.py); gain x that score joins
+the code's score. The GAN reads captions through a frozen copy of the code (`caption_code`).
+Without token states the matcher is the sentence-only one.
 
 Trunk: the small CNN the evaluation judges also use (t2i/models/trunk.py). The matcher's is a
 separate network with its own seed and loss, trained without attribute labels: the attribute
@@ -30,16 +32,15 @@ from t2i.safe_load import load_safetensors_checked
 import torch.nn.functional as F
 from torch import nn
 
-from t2i.models.text_norm import TextNorm
-from t2i.models.token_pca import TokenPCA
+from t2i.models.caption_code import CODE_DIM, CaptionCode
 from t2i.models.trunk import FEATURE_DIM, Trunk, to_work_resolution
 from t2i.models.word_attention import check_tokens, token_projection
 from t2i.models.word_match import indexed_score
 
-EMBED_DIM = 256
+EMBED_DIM = CODE_DIM
 SCALE = 1.0 / 16.0  # scores = <image, text> / 16: logits of a few units at init
 WEIGHTS, CONFIG = "matcher.safetensors", "matcher.json"
-WORD_DIM, REGIONS, TOKEN_PCA = 32, 8, 64  # word-region space, regions per side, token PCA dims
+WORD_DIM, REGIONS = 32, 8  # word-region space, regions per side
 
 
 def matcher_digest(matcher: "Matcher") -> str:
@@ -55,13 +56,11 @@ class Matcher(nn.Module):
     def __init__(self, text_dim: int, width: int = 16, token_dim: int = 0) -> None:
         super().__init__()
         self.text_dim, self.width, self.token_dim = text_dim, width, token_dim
-        self.text_norm = TextNorm(text_dim, "whiten")  # its own: G's may be `scale`
+        self.caption = CaptionCode(text_dim, token_dim)  # its whitening and token PCA: fitted by fit_matcher
         self.trunk = Trunk(width)
         self.image_proj = nn.Linear(FEATURE_DIM, EMBED_DIM)
-        self.text_proj = nn.Linear(text_dim, EMBED_DIM)
         if token_dim:
-            k = min(TOKEN_PCA, token_dim)
-            self.token_norm = TokenPCA(token_dim, k)  # fitted on the train tokens by fit_matcher
+            k = self.caption.token_norm.k
             self.region_proj = nn.Conv2d(4 * width, WORD_DIM, 1)  # the trunk's last conv map -> regions
             self.position = nn.Parameter(torch.zeros(1, WORD_DIM, REGIONS * REGIONS))
             self.words = token_projection(k, WORD_DIM)
@@ -87,19 +86,21 @@ class Matcher(nn.Module):
 
     def reduce_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
         """(N, T, token_dim) raw token states -> (N, T, k) through the matcher's token PCA."""
-        return self.token_norm(tokens)
+        return self.caption.token_norm(tokens)
 
     def word_score(self, regions: torch.Tensor, tokens: torch.Tensor, mask: torch.Tensor,
                    image_index: torch.Tensor | None = None) -> torch.Tensor:
         """gain x DAMSM local score of caption n against image image_index[n]: regions (M, W, L),
         tokens (N, T, k) reduced, mask (N, T) -> (N,)."""
-        mask = check_tokens(tokens, mask, self.token_norm.k)
+        mask = check_tokens(tokens, mask, self.caption.token_norm.k)
         words = self.words(tokens.float())  # (N, T, WORD_DIM)
         return self.word_gain * indexed_score(regions, words, mask, image_index)
 
-    def embed_text(self, text: torch.Tensor) -> torch.Tensor:
-        """(N, D) raw sentence vectors -> (N, E)."""
-        return self.text_proj(self.text_norm(text))
+    def embed_text(self, text: torch.Tensor, reduced: torch.Tensor | None = None,
+                   mask: torch.Tensor | None = None) -> torch.Tensor:
+        """(N, D) raw sentence vectors and, for a matcher with words, their token states through
+        `reduce_tokens` ((N, T, k)) and mask -> (N, E) caption codes."""
+        return self.caption.from_reduced(text, reduced, mask)
 
     def forward(self, image: torch.Tensor, text: torch.Tensor, image_index: torch.Tensor | None = None) -> torch.Tensor:
         """Score of each sentence against its image: image (M, 3, R, R), text (N, D) raw,
@@ -125,6 +126,6 @@ class Matcher(nn.Module):
             raise FileNotFoundError(f"no matcher in {directory} (expected {WEIGHTS} and {CONFIG}): "
                                     "run the `matcher` stage first (dvc repro matcher), or set train.matcher_weight=0")
         cfg = json.loads((directory / CONFIG).read_text(encoding="utf-8"))
-        m = cls(int(cfg["text_dim"]), int(cfg["width"]), int(cfg.get("token_dim", 0)))  # older files: sentence only
+        m = cls(int(cfg["text_dim"]), int(cfg["width"]), int(cfg.get("token_dim", 0)))
         m.load_state_dict(load_safetensors_checked(directory / WEIGHTS))  # a damaged file is named
         return m.to(device).eval()

@@ -30,7 +30,7 @@ from t2i.train.data import ShardedSampler, TrainData
 from t2i.train.distributed import DistContext, any_rank, sync_buffers
 from t2i.train.runtime import Runtime, seed_everything, setup_runtime
 from t2i.train.samples import SampleSet, make_sample_set, render_grid
-from t2i.train.step import GANState, StepConfig, build_state, train_step
+from t2i.train.step import CodeSource, GANState, StepConfig, build_state, train_step
 
 
 class Tracker(Protocol):
@@ -133,11 +133,30 @@ def model_config(params: TrainParams, data: TrainData) -> GANConfig:
     """The networks' config: `train.model` by keyword, the data's resolution and text size. The
     word modules are left out where the data has no token states (a sentence-only encoder)."""
     model = params.model.model_dump()
+    # The caption code pools the tokens where there are any (a sentence-only encoder: the sentence).
+    model["code_token_dim"] = data.token_dim if model["caption_code"] and data.tokens is not None else 0
     if data.tokens is None or not (model["word_attention"] or model["d_word_match"]):
         model.update(word_attention=(), d_word_match=False, token_pca=0)
         return GANConfig(resolution=data.resolution, text_dim=data.text_dim, **model)
     model["token_pca"] = min(model["token_pca"], data.token_dim)
     return GANConfig(resolution=data.resolution, text_dim=data.text_dim, token_dim=data.token_dim, **model)
+
+
+def code_source(cfg: GANConfig, data: TrainData, matcher: Matcher | None, seed: int) -> CodeSource | None:
+    """The matcher's caption code and up to 4,096 train captions to fit G's code whitening on
+    (None: a model without the code)."""
+    if not cfg.caption_code:
+        return None
+    if matcher is None:
+        raise ValueError("train.model.caption_code needs the matcher: run the `matcher` stage "
+                         "(dvc repro matcher) or set train.model.caption_code=false")
+    if matcher.token_dim != cfg.code_token_dim:
+        raise ValueError(f"the matcher reads {matcher.token_dim}-dim token states, the data has "
+                         f"{cfg.code_token_dim}: data/matcher is from other embeddings; run `dvc repro matcher`")
+    n = len(data.text)
+    rows = torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:4096].sort().values
+    tokens = data.tokens.gather(rows) if data.tokens is not None and cfg.code_token_dim else None
+    return CodeSource(matcher.caption, data.text[rows], tokens)
 
 
 @dataclass
@@ -192,8 +211,11 @@ def _start(params: TrainParams, data: TrainData, outputs: Outputs, ctx: DistCont
     seed_everything(params.seed)
     cfg = model_config(params, data)
     fit_tokens = data.tokens.fit_sample(4096, params.seed) if data.tokens is not None and cfg.token_pca else None
-    state = build_state(cfg, params.optim, runtime, ctx.enabled, data.text, fit_tokens)
+    state = build_state(cfg, params.optim, runtime, ctx.enabled, data.text, fit_tokens,
+                        code_source(cfg, data, matcher, params.seed))
     fingerprinted = params.model_dump()
+    if cfg.caption_code and matcher is not None:  # G reads captions through the matcher's code
+        fingerprinted["matcher_digest"] = matcher_digest(matcher)
     if params.loss.matcher_weight > 0:
         if matcher is None:
             raise ValueError("train.loss.matcher_weight > 0 needs the matcher: run the `matcher` stage "

@@ -27,9 +27,9 @@ def fit_matcher(data: TrainData, params: MatcherParams, device: torch.device) ->
     swap joins its candidates."""
     torch.manual_seed(params.seed)  # the networks' initial weights
     matcher = Matcher(data.text_dim, params.width, data.token_dim)
-    matcher.text_norm.fit(data.text)
+    matcher.caption.text_norm.fit(data.text)
     if data.tokens is not None:
-        matcher.token_norm.fit(data.tokens.fit_sample(4096, params.seed))
+        matcher.caption.token_norm.fit(data.tokens.fit_sample(4096, params.seed))
     matcher.to(device)
     text = data.pool_text.to(device)  # (P, D): train captions, then embedded swaps
     partner = data.relations.partner
@@ -42,11 +42,11 @@ def fit_matcher(data: TrainData, params: MatcherParams, device: torch.device) ->
             valid = torch.cat([valid, (partner[rows] >= 0)[:, None]], dim=1)
         b, k = cand.shape
         all_rows = torch.cat([rows, cand.flatten()])  # (B + B*K',)
-        emb = matcher.embed_text(text[all_rows.to(device)])  # (B + B*K', E)
         words = None
         if data.tokens is not None:
             tok, mask = data.tokens.gather(all_rows)  # (B + B*K', T, token_dim) float16
             words = (matcher.reduce_tokens(tok.to(device)), mask.to(device))
+        emb = matcher.embed_text(text[all_rows.to(device)], *(words or (None, None)))  # (B + B*K', E)
         return match_ce(matcher, augment(real, gen), emb[:b], emb[b:].view(b, k, -1), valid.to(device), words)
 
     fit(matcher, FitSettings(params.steps, params.seed, params.batch_size), len(data.text), batch_loss, "matcher")

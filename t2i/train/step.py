@@ -16,12 +16,24 @@ from torch import nn
 
 from t2i.config import LossParams, OptimParams
 from t2i.models import Discriminator, GANConfig, Generator
+from t2i.models.caption_code import CaptionCode
 from t2i.models.matcher import Matcher
 from t2i.train.data import Batch, TrainData
 from t2i.train.losses import (Candidates, DTexts, ExtraTrue, Words, discriminator_loss, generator_loss, match_ce,
                               mode_seeking_pairs)
 from t2i.train.negatives import Negatives, draw_negatives, mismatch_text
 from t2i.train.runtime import Runtime, step_generator
+
+
+CODE_CHUNK = 4096  # captions per caption-code forward when a whole table is built
+
+
+@dataclass(frozen=True)
+class CodeSource:
+    """The matcher's caption code for G, and training captions to fit its whitening on."""
+    encoder: CaptionCode
+    text: torch.Tensor                                  # (N, D) raw sentence vectors
+    tokens: tuple[torch.Tensor, torch.Tensor] | None    # ((N, T, token_dim), (N, T)) of the same captions
 
 
 @dataclass
@@ -62,8 +74,20 @@ class StepConfig:
 def normed_train_text(state: GANState, data: TrainData, device: torch.device) -> torch.Tensor:
     """`state.normed_text`, computed on first use (after a resume has restored text_norm)."""
     if state.normed_text is None:
+        g = state.g_raw
         with torch.no_grad():
-            state.normed_text = state.g_raw.text_norm(data.pool_text.to(device))  # (P, D): train captions, then swaps
+            if not g.config.caption_code:
+                state.normed_text = g.text_norm(data.pool_text.to(device))  # (P, D): train captions, then swaps
+            else:  # the code pools each caption's raw tokens: in chunks, so the raw table is never whole
+                parts = []
+                for start in range(0, len(data.pool_text), CODE_CHUNK):
+                    rows = torch.arange(start, min(start + CODE_CHUNK, len(data.pool_text)))
+                    words = (None, None)
+                    if data.tokens is not None and g.config.code_token_dim:
+                        tok, mask = data.tokens.gather(rows)  # (n, T, token_dim) float16, (n, T)
+                        words = (tok.to(device), mask.to(device))
+                    parts.append(g.condition(data.pool_text[rows].to(device), *words))
+                state.normed_text = torch.cat(parts)  # (P, D + CODE_DIM)
     return state.normed_text
 
 
@@ -86,7 +110,7 @@ def matcher_train_tokens(state: GANState, data: TrainData, device: torch.device
     if m is None or not m.uses_tokens or data.tokens is None:
         return None
     if state.matcher_tokens is None:
-        state.matcher_tokens = data.tokens.reduced_table(m.token_norm, device)
+        state.matcher_tokens = data.tokens.reduced_table(m.caption.token_norm, device)
     return state.matcher_tokens
 
 
@@ -94,20 +118,31 @@ def matcher_train_text(state: GANState, data: TrainData, device: torch.device) -
     """`state.matcher_text`, computed on first use."""
     if state.matcher_text is None:
         assert state.matcher is not None
+        tokens = matcher_train_tokens(state, data, device)
         with torch.no_grad():
-            state.matcher_text = state.matcher.embed_text(data.pool_text.to(device))  # (P, E)
+            state.matcher_text = torch.cat([  # (P, E), in chunks: the code pools every caption's tokens
+                state.matcher.embed_text(data.pool_text[i:i + CODE_CHUNK].to(device),
+                                         *((tokens[0][i:i + CODE_CHUNK], tokens[1][i:i + CODE_CHUNK]) if tokens else (None, None)))
+                for i in range(0, len(data.pool_text), CODE_CHUNK)])
     return state.matcher_text
 
 
 def build_state(cfg: GANConfig, optim: OptimParams, runtime: Runtime, ddp: bool,
-                train_text: torch.Tensor | None = None, train_tokens: torch.Tensor | None = None) -> GANState:
+                train_text: torch.Tensor | None = None, train_tokens: torch.Tensor | None = None,
+                code: CodeSource | None = None) -> GANState:
     """Fresh networks and optimisers; ``train_text`` (N, D) fits G's text_norm, ``train_tokens``
-    (N', token_dim) real token states its token PCA (where the config has one)."""
+    (N', token_dim) real token states its token PCA (where the config has one), ``code`` the
+    matcher's caption code and the captions its whitening is fitted on (``cfg.caption_code``)."""
     g = Generator(cfg)
     if train_text is not None:
         g.text_norm.fit(train_text)  # before the EMA copy and DDP's buffer broadcast
     if train_tokens is not None and g.token_norm is not None:
         g.token_norm.fit(train_tokens)
+    if cfg.caption_code:
+        if code is None:
+            raise ValueError("train.model.caption_code needs the matcher's caption code: run the `matcher` "
+                             "stage (dvc repro matcher) or set train.model.caption_code=false")
+        g.load_caption_code(code.encoder, code.text, code.tokens)
     g = g.to(runtime.device, memory_format=runtime.memory_format)
     d = Discriminator(cfg).to(runtime.device, memory_format=runtime.memory_format)
     ema = copy.deepcopy(g).eval().requires_grad_(False)
@@ -146,13 +181,18 @@ def _backward_step(loss: torch.Tensor, opt: torch.optim.Optimizer, scaler: torch
         scaler.step(opt)
 
 
-def _d_texts(sentence: nn.Module, data: TrainData, batch: Batch, text_fake: torch.Tensor,
+def _d_texts(sentence: nn.Module | None, data: TrainData, batch: Batch, fake_rows: torch.Tensor,
              neg: Negatives, normed: torch.Tensor) -> DTexts:
     """D's captions: the batch's through `sentence` (G's text_norm: D sees them as G does), the
-    drawn rows gathered from `normed` (the same text_norm of every train caption, (M, D))."""
+    drawn rows gathered from `normed` (G's condition of every train caption, (P, D')). With a
+    caption code (`sentence` None) the batch's rows too are gathered from `normed`."""
     dev, mis = batch.text.device, neg.mismatch
-    t = DTexts(true=sentence(batch.text), fake=sentence(text_fake),
-               mismatch=sentence(mismatch_text(batch.text, data.pool_text, mis.rows)))
+    if sentence is None:  # a caption code: every caption D reads is a row of `normed`
+        true = normed[batch.rows.to(dev)]  # (B, D')
+        t = DTexts(true=true, fake=true[fake_rows], mismatch=mismatch_text(true, normed, mis.rows))
+    else:
+        t = DTexts(true=sentence(batch.text), fake=sentence(batch.text[fake_rows]),
+                   mismatch=sentence(mismatch_text(batch.text, data.pool_text, mis.rows)))
     if mis.pool.shape[1] > 1 and bool(mis.near.any()):  # hard negatives: ranked in D's own forward
         t.hard_pool, t.hard = normed[mis.pool.to(dev)], mis.near.to(dev)  # (B, P, D), (B,)
     if neg.cand_rows is not None and neg.cand_valid is not None:
@@ -196,7 +236,10 @@ def _g_loss(state: GANState, data: TrainData, batch: Batch, fakes: Fakes, neg: N
     if neg.cand_rows is not None and neg.cand_valid is not None:
         normed = normed_train_text(state, data, dev)
         cands = Candidates(normed[neg.cand_rows.to(dev)][rows], neg.cand_valid.to(dev)[rows])  # (B, K, D)
-    text = state.g_raw.text_norm(batch.text[rows])  # (B, D) as D sees it
+    if state.g_raw.config.caption_code:
+        text = normed_train_text(state, data, dev)[batch.rows.to(dev)[rows]]  # (B, D') as D sees it
+    else:
+        text = state.g_raw.text_norm(batch.text[rows])  # (B, D) as D sees it
     words = None
     table = word_table(state, data, dev)
     if table is not None:
@@ -236,7 +279,7 @@ def train_step(state: GANState, data: TrainData, rows: torch.Tensor, step: int, 
     normed = normed_train_text(state, data, rt.device)  # outside autocast: computed once, in fp32
     table = word_table(state, data, rt.device)
     with rt.autocast():
-        if batch.tokens is not None and state.g_raw.word_attn:
+        if batch.tokens is not None and (state.g_raw.word_attn or state.g_raw.config.code_token_dim):
             assert batch.token_mask is not None
             images = state.g(z, batch.text[fake_rows], batch.tokens[fake_rows], batch.token_mask[fake_rows])
         else:
@@ -245,7 +288,8 @@ def train_step(state: GANState, data: TrainData, rows: torch.Tensor, step: int, 
 
     state.opt_d.zero_grad(set_to_none=True)
     with rt.autocast():
-        texts = _d_texts(state.g_raw.text_norm, data, batch, batch.text[fake_rows], neg, normed)
+        sentence = None if state.g_raw.config.caption_code else state.g_raw.text_norm
+        texts = _d_texts(sentence, data, batch, fake_rows, neg, normed)
         if table is not None:
             texts.words = _d_words(table, batch, fake_rows, neg)
         loss_d, stats_d = discriminator_loss(state.d, batch.images, fakes.images, texts, lc, step)
