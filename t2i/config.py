@@ -85,10 +85,12 @@ class ModelParams(Section):
     d_conditioning: Literal["projection", "concat"] = "projection"
     text_norm: Literal["scale", "whiten"] = "whiten"
     whiten_eps: float = Field(1e-3, gt=0.0, le=1.0)  # whitening damping: a fraction of the largest eigenvalue
-    # Word-level text (t2i/models/word_attention.py, word_match.py); off by itself where the
-    # encoder stores no token states (encoder.json "token_states": false).
-    word_attention: list[int] = Field(default_factory=lambda: [8, 16])  # G resolutions attending over the tokens
-    d_word_match: bool = True              # D adds a DAMSM-style word-region score to its logit
+    # Word-level text (t2i/models/word_attention.py, word_match.py, caption_code.py); off by itself
+    # where the encoder stores no token states (encoder.json "token_states": false). The default
+    # reads the words through the caption code alone: at equal training time it scores as the code
+    # with G's word attention and D's word matching do (docs/results/words.md), for less compute.
+    word_attention: list[int] = Field(default_factory=list)  # G resolutions attending over the tokens
+    d_word_match: bool = False             # D adds a DAMSM-style word-region score to its logit
     word_match_resolution: int = 8         # D feature map whose regions the words are matched against
     token_pca: int = Field(64, ge=0, le=4096)  # token states reduced to this many PCA dims (0 = raw)
     caption_code: bool = True              # G and D read the matcher's frozen caption code beside the sentence

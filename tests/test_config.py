@@ -131,7 +131,7 @@ def test_gan_config_is_built_from_train_model_by_keyword() -> None:
 
     changed = dict(z_dim=5, g_width=64, g_min_width=8, d_width=24, attention=[4, 16], conditioning="affine",
                    d_conditioning="concat", text_norm="scale", whiten_eps=0.02, word_attention=[16],
-                   d_word_match=False, word_match_resolution=16, token_pca=12, caption_code=False)
+                   d_word_match=True, word_match_resolution=16, token_pca=12, caption_code=False)
     assert set(changed) == set(ModelParams.model_fields)
     assert all(ModelParams().model_dump()[k] != v for k, v in changed.items())
     data = SimpleNamespace(resolution=64, text_dim=16, tokens=object(), token_dim=24)  # data with token states

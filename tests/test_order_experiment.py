@@ -28,7 +28,7 @@ def test_table_spread_and_verdicts() -> None:
     table = order.markdown(rows, spread)
     assert "| use-seed0 | defaults |" in table and "| 10.0 |" in table
     assert "| 10.0* |" in table and "ran alongside another run" in table  # concurrent minutes marked
-    assert "| use (word attention), 2 seeds: mean [min, max] |" in table and "0.850 [0.800, 0.900]" in table
+    assert "| use (default: caption code), 2 seeds: mean [min, max] |" in table and "0.850 [0.800, 0.900]" in table
     verdict = order.verdicts(rows)
     assert verdict["use-seed0: test swap >= 0.85 (issue 7)"] and not verdict["use-seed1: test swap >= 0.85 (issue 7)"]
     assert verdict["bow: test swap <= 0.3 (issue 7)"]
@@ -69,8 +69,8 @@ def test_new_splits_ablation_and_issue_25_targets_in_the_table() -> None:
     assert verdict["bow: novel_wording swap <= 0.3 (issue 25)"]
     assert not any(k.startswith(("sentence-only", "no-attention")) for k in verdict)  # ablations have no targets
     # The targets are printed under the table, with how many seeds meet each.
-    assert "- use (word attention): probe attr_all >= 0.8 (issue 25): 1/3 NOT met (0.810, 0.790, 0.770)" in table
-    assert "- use (word attention): novel_wording attr_all >= 0.85 (issue 25): 3/3 met" in table
+    assert "- use (default: caption code): probe attr_all >= 0.8 (issue 25): 1/3 NOT met (0.810, 0.790, 0.770)" in table
+    assert "- use (default: caption code): novel_wording attr_all >= 0.85 (issue 25): 3/3 met" in table
     assert "- bow: novel_wording swap <= 0.3 (issue 25): 1/1 met (0.250)" in table
     # Repro time: only a run made alone says anything about it.
     assert "- use-seed0, run alone: whole `dvc repro` <= 20 min (issue 25): met (10.0 min)" in table
