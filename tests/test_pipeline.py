@@ -251,3 +251,23 @@ def test_word_model_falls_back_to_the_sentence_with_a_sentence_only_encoder(word
     with pytest.warns(UserWarning, match="sentence-only"):
         images = only.generate_with_seeds(WORDS, [1, 2, 3])
     assert np.array_equal(images, direct(pipe, [1, 2, 3], pipe.encode(WORDS)))
+
+
+def test_caption_code_model_reads_a_new_sentences_tokens(tmp_path: Path) -> None:
+    """A model conditioned on the caption code (no word attention) still needs the tokens: the
+    pipeline computes them for any sentence, and they change the image."""
+    torch.manual_seed(0)
+    config = GANConfig(resolution=32, text_dim=512, z_dim=8, g_width=32, attention=(), caption_code=True,
+                       code_token_dim=512)
+    g = Generator(config)
+    with torch.no_grad():  # a code that the words move: the untrained pool's output map scaled up
+        g.caption_code.pool.out.weight.mul_(20.0)
+    save_generator(tmp_path, g, {"model": config.to_dict(), "encoder": USE_INFO, "step": 1})
+    pipe = GenerationPipeline.from_pretrained(tmp_path, device="cpu")
+    assert pipe.uses_tokens and not pipe.config.word_attention
+    text = pipe.encode_text(WORDS)
+    assert text.tokens.shape[:2] == text.mask.shape and text.mask.sum(1).min() > 0
+    seeds = [1, 2, 3]
+    images = pipe.generate_with_seeds(WORDS, seeds)
+    assert np.array_equal(images, direct(pipe, seeds, text.sentence, text.tokens, text.mask))
+    assert np.abs(images.astype(int) - direct(pipe, seeds, text.sentence).astype(int)).mean() > 1.0
