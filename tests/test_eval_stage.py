@@ -87,8 +87,8 @@ def test_stage_feeds_stored_token_states_to_a_word_attention_model(tmp_path: Pat
     word attention; nothing the table holds needs the encoder again (only the probe captions do)."""
     import torch
 
+    from model_fixtures import save_word_model
     from stages.evaluate import main
-    from t2i.models import GANConfig, Generator, save_generator
     from t2i.pipeline import GenerationPipeline
     from t2i.text import get_encoder
     from t2i.text.embed_table import embed_table
@@ -101,13 +101,7 @@ def test_stage_feeds_stored_token_states_to_a_word_attention_model(tmp_path: Pat
     embed_table(prepared / "captions.parquet", tmp_path / "emb" / "swap", encoder, progress=False,
                 column="swap_caption")
     assert info["token_states"]
-    torch.manual_seed(0)
-    config = GANConfig(resolution=32, text_dim=512, z_dim=8, g_width=32, attention=(), word_attention=(8, 16))
-    g = Generator(config)
-    with torch.no_grad():
-        for module in g.word_attn.values():
-            module.gate.fill_(1.0)
-    save_generator(tmp_path / "models", g, {"model": config.to_dict(), "encoder": info, "step": 0})
+    save_word_model(tmp_path / "models", info)
     params = tmp_path / "params.yaml"
     params.write_text("evaluate:\n  max_captions: 20\n  classifier_steps: 5\n  noise_samples: 2\n"
                       "  diversity_captions: 2\n  diversity_samples: 2\n  device: cpu\n", encoding="utf-8")

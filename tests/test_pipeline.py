@@ -14,6 +14,8 @@ from PIL import Image
 from t2i.models import GANConfig, Generator, save_generator
 from t2i.pipeline import GenerationPipeline
 
+from model_fixtures import save_word_model
+
 CAPTIONS = ["a red flower with a yellow stem", "a yellow flower with a red stem"]
 
 
@@ -135,18 +137,6 @@ WORDS = ["a red flower with a yellow stem", "a yellow flower with a red stem", "
 USE_INFO = {"name": "use", "dim": 512, "token_states": True, "max_tokens": 64}
 
 
-def save_word_model(directory: Path) -> Path:
-    """A 512-d model whose word attention is open (gate 1): the tokens change its images."""
-    torch.manual_seed(0)
-    config = GANConfig(resolution=32, text_dim=512, z_dim=8, g_width=32, attention=(), word_attention=(8, 16))
-    g = Generator(config)
-    with torch.no_grad():
-        for module in g.word_attn.values():
-            module.gate.fill_(1.0)
-    save_generator(directory, g, {"model": config.to_dict(), "encoder": USE_INFO, "step": 1})
-    return directory
-
-
 def direct(pipe: GenerationPipeline, seeds: list[int], sentence: np.ndarray, tokens=None, mask=None) -> np.ndarray:
     """What the generator draws when called by hand: the reference the pipeline must match."""
     from t2i.pipeline import noise, to_uint8
@@ -176,7 +166,7 @@ def test_sentence_only_model_draws_exactly_what_its_generator_draws(model: Path)
 
 @pytest.fixture(scope="module")
 def word_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return save_word_model(tmp_path_factory.mktemp("word_model"))
+    return save_word_model(tmp_path_factory.mktemp("word_model"), USE_INFO)
 
 
 def test_word_attention_model_gets_the_encoders_tokens(word_model: Path) -> None:

@@ -25,16 +25,6 @@ AWKWARD = {
 
 
 @pytest.fixture(scope="module")
-def use():
-    return get_encoder("use", device="cpu", threads=1)
-
-
-@pytest.fixture(scope="module")
-def bow():
-    return get_encoder("bow", device="cpu", threads=1)
-
-
-@pytest.fixture(scope="module")
 def package():
     return USE(threads=1)
 

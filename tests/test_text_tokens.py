@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from t2i.text import EncoderError, get_encoder
+from t2i.text import EncoderError
 from t2i.text.base import SentenceEncoder
 from t2i.text.use_torch import TorchUseForward
 from t2i.text.use_weights import CachedTokenizer, load_weights
@@ -15,16 +15,6 @@ CAPTIONS = [
     "In this picture, the stalk is ivory and the petals are orange!", "🌸 a flower 😀", "赤い花",
     "here is a pretty bloom that has navy petals growing from an orange stalk",
 ]
-
-
-@pytest.fixture(scope="module")
-def use():
-    return get_encoder("use", device="cpu", threads=1)
-
-
-@pytest.fixture(scope="module")
-def bow():
-    return get_encoder("bow", device="cpu", threads=1)
 
 
 @pytest.mark.parametrize("name", ["use", "bow"])
