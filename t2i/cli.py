@@ -123,6 +123,11 @@ def _read_probe_csv(path: Path, known: tuple[str, ...]) -> pd.DataFrame:
     for column in (c for c in table.columns if c != "caption"):
         table[column] = table[column].str.strip()
     _check_values(path, table, {a: VALUES[a] for a in known if a in VALUES})
+    # A row that states nothing would score a vacuous 1.00: say so instead of scoring it.
+    attrs = [c for c in table.columns if c != "caption"]
+    if not attrs or not table[attrs].ne("").any(axis=None):
+        raise CliError(f"{path}: no row states an attribute to check; add columns such as petal_color and "
+                       f"stem_color with the colours each caption asks for (or draw with `t2i generate`)")
     return table
 
 
@@ -164,11 +169,16 @@ def cmd_probe(args: argparse.Namespace) -> int:
                 ok &= right
                 per_attr.setdefault(a, []).append(float(right.mean()))
                 parts.append(f"{a}={want}: {right.mean():.2f}")
+        if not parts:  # this row asks nothing: drawn, not scored
+            marks.append("not scored")
+            print(f"    -  {row['caption']!r}  (no attribute given: not scored)")
+            continue
         all_right.append(float(ok.mean()))
         marks.append(f"all asked: {ok.mean():.2f}")
         print(f"{ok.mean():5.2f}  {row['caption']!r}  " + ", ".join(parts))
     overall = ", ".join(f"{a} {np.mean(v):.2f}" for a, v in per_attr.items())
-    print(f"overall: all asked attributes right {np.mean(all_right):.2f} ({len(captions)} captions x {args.n} images); {overall}")
+    print(f"overall: all asked attributes right {np.mean(all_right):.2f} ({len(all_right)} scored captions x "
+          f"{args.n} images); {overall}")
     _write_png(caption_grid(images, captions, marks), args.output)
     print(f"wrote {args.output}")
     return 0

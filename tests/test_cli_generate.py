@@ -59,6 +59,10 @@ def test_probe_rejects_bad_csv(model: Path, tmp_path: Path, capsys: pytest.Captu
     csv.write_text("text\na red flower\n", encoding="utf-8")
     assert main(["probe", str(csv), "--model", str(model)]) == 2
     assert "'caption' column" in capsys.readouterr().err
+    # Captions alone ask for nothing to check: an error, not a vacuous 1.00.
+    csv.write_text("caption,stem_color\na red flower,\nblue petals,\n", encoding="utf-8")
+    assert main(["probe", str(csv), "--model", str(model)]) == 2
+    assert "no row states an attribute" in capsys.readouterr().err
 
 
 def test_probe_scores_each_caption_and_writes_grid(model: Path, tmp_path: Path,
@@ -74,11 +78,13 @@ def test_probe_scores_each_caption_and_writes_grid(model: Path, tmp_path: Path,
     csv = tmp_path / "probe.csv"
     csv.write_text("caption,petal_color,stem_color\n"
                    "a crimson bloom on a yellow stalk,red,yellow\n"
-                   "yellow petals and a red stem,yellow,red\n", encoding="utf-8")
+                   "yellow petals and a red stem,yellow,red\n"
+                   "just a flower,,\n", encoding="utf-8")
     out = tmp_path / "probe.png"
     rc = main(["probe", str(csv), "--model", str(model), "--prepared", str(prepared), "--params", str(params),
                "--embeddings", str(tmp_path / "none"), "-n", "2", "-o", str(out), "--device", "cpu"])
     assert rc == 0
     printed = capsys.readouterr().out
     assert "crimson bloom" in printed and "petal_color=red" in printed and "overall:" in printed
-    assert Image.open(out).size[1] >= 2 * 64  # two caption rows
+    assert "'just a flower'  (no attribute given: not scored)" in printed and "(2 scored captions" in printed
+    assert Image.open(out).size[1] >= 3 * 64  # three caption rows, the unscored one drawn too
