@@ -87,3 +87,17 @@ def test_torchrun_processes_share_the_free_cores(monkeypatch: pytest.MonkeyPatch
 def test_explicit_threads_are_obeyed(restore_threads: None) -> None:
     setup_runtime("cpu", "fp32", False, 2)
     assert torch.get_num_threads() == 2
+
+
+def test_the_loop_regoverns_threads_only_when_it_chose_them(tmp_path, restore_threads: None) -> None:  # type: ignore[no-untyped-def]
+    from t2i.config import TrainRuntimeParams
+    from t2i.train import load_train_data
+    from t2i.train.distributed import DistContext
+    from t2i.train.loop import _start
+    from test_train_fixtures import make_dataset, outputs_in, small_params
+
+    data = load_train_data(*make_dataset(tmp_path))
+    chosen = _start(small_params(), data, outputs_in(tmp_path / "a"), DistContext(), TrainRuntimeParams(device="cpu"), None)
+    fixed = _start(small_params(), data, outputs_in(tmp_path / "b"), DistContext(), TrainRuntimeParams(device="cpu", threads=1), None)
+    assert isinstance(chosen.governor, ThreadGovernor)
+    assert fixed.governor is None and torch.get_num_threads() == 1

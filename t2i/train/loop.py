@@ -28,7 +28,7 @@ from t2i.models.matcher import Matcher, matcher_digest
 from t2i.train.checkpoint import architecture, fingerprint, load_checkpoint, restore, save_checkpoint
 from t2i.train.data import ShardedSampler, TrainData
 from t2i.train.distributed import DistContext, any_rank, sync_buffers
-from t2i.train.runtime import Runtime, seed_everything, setup_runtime
+from t2i.train.runtime import Runtime, ThreadGovernor, seed_everything, setup_runtime
 from t2i.train.samples import SampleSet, make_sample_set, render_grid
 from t2i.train.step import CodeSource, GANState, StepConfig, build_state, train_step
 
@@ -173,6 +173,7 @@ class _Run:
     tracker: Tracker = field(default_factory=NullTracker)
     tracker_info: dict[str, Any] | None = None
     history: list[dict[str, float]] = field(default_factory=list)
+    governor: ThreadGovernor | None = None  # CPU threads follow the free cores (train_runtime.threads null)
 
     def say(self, message: str) -> None:
         if self.ctx.is_main:
@@ -225,7 +226,11 @@ def _start(params: TrainParams, data: TrainData, outputs: Outputs, ctx: DistCont
         fingerprinted["matcher_digest"] = matcher_digest(matcher)
     sampler = ShardedSampler(len(data.text), params.batch_size, params.seed, ctx.rank, ctx.world_size)
     fp = fingerprint(fingerprinted, data.identity, ctx.world_size, architecture(state))
-    return _Run(params, data, outputs=outputs, ctx=ctx, runtime=runtime, state=state, sampler=sampler, fingerprint=fp)
+    # One process choosing its own threads: it re-decides as neighbours start or end. A torchrun
+    # worker keeps its share (default_threads) so the processes of a host do not compete.
+    governor = ThreadGovernor() if runtime.device.type == "cpu" and rt_params.threads is None and not ctx.enabled else None
+    return _Run(params, data, outputs=outputs, ctx=ctx, runtime=runtime, state=state, sampler=sampler, fingerprint=fp,
+                governor=governor)
 
 
 def _step(run: _Run, step: int, cfg: StepConfig, halt_signal: int) -> tuple[dict[str, float], bool]:
@@ -256,6 +261,8 @@ def _loop(run: _Run, start: int, end: int, samples: SampleSet) -> tuple[int, int
                 n_img += p.batch_size * ctx.world_size
                 window.append(vals)
                 bar.update(1)
+                if run.governor is not None and (threads := run.governor.check()) is not None:
+                    bar.write(f"train: {threads} CPU threads from step {step} (the free cores changed)")
                 if step % p.log_every == 0 or step == end:
                     ips = n_img / max(time.perf_counter() - t0, 1e-9)
                     row = {"step": step, **{k: sum(w[k] for w in window) / len(window) for k in window[-1]}, "images_per_s": ips}
