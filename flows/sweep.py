@@ -30,7 +30,7 @@ from prefect.runtime import flow_run
 
 from flows.pipeline import pipeline
 from t2i import orchestration as orch
-from t2i import tracking
+from t2i.tracking_sweep import log_sweep
 
 
 @flow(name="t2i-sweep")
@@ -73,7 +73,7 @@ def sweep(grid: dict[str, list[Any]], metric: str, mode: str = "max", overrides:
     best_line = f"best: `{rows[best]['experiment']}` ({metric} = {rows[best][metric]:.4g})" if best is not None else "no point produced the metric"
     create_markdown_artifact(markdown=f"### t2i sweep `{prefix}`\n\n{best_line}\n\n{orch.markdown_table(rows, columns)}", key="t2i-sweep")
     create_table_artifact(table=rows, key="t2i-sweep-table")
-    parent = tracking.log_sweep(children, rows, best, prefix, {"grid": grid, "metric": metric, "mode": mode})
+    parent = log_sweep(children, rows, best, prefix, {"grid": grid, "metric": metric, "mode": mode})
     if best is not None:  # leave the workspace on the best point, coherent with its outs
         subprocess.run(orch.dvc("exp", "apply", rows[best]["experiment"]), cwd=root, check=True)
     return {"rows": rows, "best": rows[best] if best is not None else None, "mlflow_parent": parent}

@@ -28,7 +28,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("t2i.mlflow_model",),  # the pipeline as an MLflow pyfunc model
     ("t2i.champion",),      # its registered versions and the champion alias
     ("t2i.train", "t2i.eval"),
-    ("t2i.errors", "t2i.orchestration", "t2i.project_copy", "t2i.summary"),  # helpers of the flows and tests
+    ("t2i.errors", "t2i.orchestration", "t2i.project_copy", "t2i.summary", "t2i.tracking_sweep"),  # helpers of the flows and tests
     ("t2i.serve",),
     ("t2i.cli", "stages", "flows"),
 ]
