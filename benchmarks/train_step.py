@@ -223,10 +223,12 @@ def run_contention(args: argparse.Namespace) -> None:
 
 
 def words_on_off(p: TrainParams, base: Runtime, project: Path, steps: int, rounds: int) -> dict[str, Any]:
-    """images/s of the same step with word attention and word matching on and off (fp32), on the
-    project's real prepared data and token states (the cost depends on the captions' lengths),
-    interleaved: each round times `steps` steps of each after one untimed step (which, with words
-    on, builds D's token table once per run)."""
+    """images/s of the same step for each way of reading the words (fp32): the sentence vector
+    alone, the caption code, the code with word attention in G, and the code with both word
+    modules. On the project's real prepared data and token states (the cost depends on the
+    captions' lengths), interleaved: each round times `steps` steps of each after one untimed
+    step (which builds D's caption and token tables once per run). The caption code is an
+    unfitted matcher's: its weights do not change the cost."""
     from t2i.config import updated
     from t2i.train.data import load_train_data
 
@@ -234,7 +236,13 @@ def words_on_off(p: TrainParams, base: Runtime, project: Path, steps: int, round
     if data.tokens is None:
         raise SystemExit(f"{project}/data/embeddings has no token states: run the embed stage with a token encoder")
     states, cfgs, n = {}, {}, 0
-    for name, model in (("words", {}), ("sentence", {"word_attention": [], "d_word_match": False})):
+    variants = {
+        "sentence": {"caption_code": False, "word_attention": [], "d_word_match": False},
+        "code": {"caption_code": True, "word_attention": [], "d_word_match": False},
+        "code+g_words": {"caption_code": True, "word_attention": [8, 16], "d_word_match": False},
+        "code+words": {"caption_code": True, "word_attention": [8, 16], "d_word_match": True},
+    }
+    for name, model in variants.items():
         q = updated(p, {"precision": "fp32", "model": model, "loss": {"matcher_weight": 0.0}})
         cfg = model_config(q, data)
         fit = data.tokens.fit_sample(4096, q.seed) if cfg.token_pca else None
@@ -252,8 +260,8 @@ def words_on_off(p: TrainParams, base: Runtime, project: Path, steps: int, round
                 train_step(states[name], data, rows, n, cfgs[name])
             best[name] = max(best[name], steps * p.batch_size / (time.perf_counter() - t0))
     return {"images_per_s": {k: round(v, 1) for k, v in best.items()},
-            "words_over_sentence": round(best["words"] / best["sentence"], 3),
-            "token_pca": states["words"].g_raw.config.token_pca, "batch_size": p.batch_size}
+            "over_sentence": {k: round(v / best["sentence"], 3) for k, v in best.items() if k != "sentence"},
+            "token_pca": states["code+words"].g_raw.config.token_pca, "batch_size": p.batch_size}
 
 
 def main() -> None:
@@ -267,7 +275,7 @@ def main() -> None:
                     help="images per epoch (Oxford-102 trainval: 7034): also print seconds per epoch")
     ap.add_argument("--contention", action="store_true", help="quiet vs one busy core, default thread policy")
     ap.add_argument("--words", type=Path, default=None, metavar="PROJECT",
-                    help="instead: word attention on vs off on PROJECT's data/prepared + data/embeddings")
+                    help="instead: sentence vs caption code vs word modules on PROJECT's data/prepared + data/embeddings")
     args = ap.parse_args()
     if args.contention:
         run_contention(args)
