@@ -118,12 +118,15 @@ class Generator(nn.Module):
                   token_mask: torch.Tensor | None = None) -> torch.Tensor:
         """What G's blocks and D's projection read of a caption: (B, cond_text_dim) fp32, from raw
         sentences (B, text_dim) and, for the caption code, their raw tokens and mask."""
-        normed = self.text_norm(text)  # (B, text_dim)
         if not self.config.caption_code:
-            return normed
+            return self.text_norm(text)  # (B, text_dim)
         with torch.autocast(text.device.type, enabled=False):
             code = self.caption_code(text.float(), tokens, token_mask)  # (B, CODE_DIM)
-        return torch.cat([normed, self.code_norm(code)], dim=1)
+        return self.condition_from_code(text, code)
+
+    def condition_from_code(self, text: torch.Tensor, code: torch.Tensor) -> torch.Tensor:
+        """`condition` from raw sentences (B, text_dim) and their caption codes (B, CODE_DIM)."""
+        return torch.cat([self.text_norm(text), self.code_norm(code.float())], dim=1)
 
     def forward(self, z: torch.Tensor, text: torch.Tensor, tokens: torch.Tensor | None = None,
                 token_mask: torch.Tensor | None = None) -> torch.Tensor:

@@ -215,14 +215,13 @@ def _start(params: TrainParams, data: TrainData, outputs: Outputs, ctx: DistCont
     state = build_state(cfg, params.optim, runtime, ctx.enabled, data.text, fit_tokens,
                         code_source(cfg, data, matcher, params.seed))
     fingerprinted = params.model_dump()
-    if cfg.caption_code and matcher is not None:  # G reads captions through the matcher's code
-        fingerprinted["matcher_digest"] = matcher_digest(matcher)
     if params.loss.matcher_weight > 0:
         if matcher is None:
             raise ValueError("train.loss.matcher_weight > 0 needs the matcher: run the `matcher` stage "
                              "(dvc repro matcher) or set train.loss.matcher_weight=0")
         state.matcher = matcher.to(runtime.device).eval().requires_grad_(False)
-        # A checkpoint trained against another matcher is not resumed against this one.
+    if matcher is not None and (cfg.caption_code or params.loss.matcher_weight > 0):
+        # G's condition or loss reads the matcher: a checkpoint trained against another is not resumed.
         fingerprinted["matcher_digest"] = matcher_digest(matcher)
     sampler = ShardedSampler(len(data.text), params.batch_size, params.seed, ctx.rank, ctx.world_size)
     fp = fingerprint(fingerprinted, data.identity, ctx.world_size, architecture(state))

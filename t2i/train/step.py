@@ -25,9 +25,6 @@ from t2i.train.negatives import Negatives, draw_negatives, mismatch_text
 from t2i.train.runtime import Runtime, step_generator
 
 
-CODE_CHUNK = 4096  # captions per caption-code forward when a whole table is built
-
-
 @dataclass(frozen=True)
 class CodeSource:
     """The matcher's caption code for G, and training captions to fit its whitening on."""
@@ -76,18 +73,14 @@ def normed_train_text(state: GANState, data: TrainData, device: torch.device) ->
     if state.normed_text is None:
         g = state.g_raw
         with torch.no_grad():
+            text = data.pool_text.to(device)  # (P, D): train captions, then swaps
             if not g.config.caption_code:
-                state.normed_text = g.text_norm(data.pool_text.to(device))  # (P, D): train captions, then swaps
-            else:  # the code pools each caption's raw tokens: in chunks, so the raw table is never whole
-                parts = []
-                for start in range(0, len(data.pool_text), CODE_CHUNK):
-                    rows = torch.arange(start, min(start + CODE_CHUNK, len(data.pool_text)))
-                    words = (None, None)
-                    if data.tokens is not None and g.config.code_token_dim:
-                        tok, mask = data.tokens.gather(rows)  # (n, T, token_dim) float16, (n, T)
-                        words = (tok.to(device), mask.to(device))
-                    parts.append(g.condition(data.pool_text[rows].to(device), *words))
-                state.normed_text = torch.cat(parts)  # (P, D + CODE_DIM)
+                state.normed_text = g.text_norm(text)
+            else:  # the code's token PCA applied in chunks, so the raw token table is never whole
+                words = (None, None)
+                if data.tokens is not None and g.config.code_token_dim:
+                    words = data.tokens.reduced_table(g.caption_code.token_norm, device)  # (P, T, k), (P, T)
+                state.normed_text = g.condition_from_code(text, g.caption_code.from_reduced(text, *words))  # (P, D + CODE_DIM)
     return state.normed_text
 
 
@@ -120,10 +113,7 @@ def matcher_train_text(state: GANState, data: TrainData, device: torch.device) -
         assert state.matcher is not None
         tokens = matcher_train_tokens(state, data, device)
         with torch.no_grad():
-            state.matcher_text = torch.cat([  # (P, E), in chunks: the code pools every caption's tokens
-                state.matcher.embed_text(data.pool_text[i:i + CODE_CHUNK].to(device),
-                                         *((tokens[0][i:i + CODE_CHUNK], tokens[1][i:i + CODE_CHUNK]) if tokens else (None, None)))
-                for i in range(0, len(data.pool_text), CODE_CHUNK)])
+            state.matcher_text = state.matcher.embed_text(data.pool_text.to(device), *(tokens or (None, None)))  # (P, E)
     return state.matcher_text
 
 
