@@ -69,6 +69,9 @@ class MatcherParams(Section):
     batch_size: int = Field(64, ge=2, le=65536)
     candidates: int = Field(32, ge=1, le=64)   # one-word misses per caption
     word_orders: int = Field(5, ge=0, le=16)   # + up to this many same-words-other-order captions
+    # + the batch's other captions (CLIP/DAMSM in-batch negatives: they exist for any caption set,
+    # where one-word misses exist for a third of the grammar's captions and few human ones)
+    batch_negatives: bool = True
     width: int = Field(16, ge=4, le=256)       # trunk channels at full resolution
     device: Device = "auto"
     threads: int | None = Field(None, ge=1, le=256)

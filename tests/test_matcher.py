@@ -12,7 +12,7 @@ from t2i.models.matcher import Matcher
 from t2i.train import load_train_data, train
 from t2i.train.data import TrainData
 from t2i.train.losses import match_ce
-from t2i.train.matcher import fit_matcher
+from t2i.train.matcher import distinct_captions, fit_matcher
 from t2i.train.negatives import candidate_rows
 
 from test_train_fixtures import make_dataset, outputs_in, small_params
@@ -73,6 +73,45 @@ def test_match_ce_is_the_cross_entropy_of_the_true_caption_and_reaches_the_image
     assert torch.allclose(ce, torch.stack(want).mean(), atol=1e-5)
     ce.backward()
     assert image.grad is not None and image.grad.abs().sum() > 0
+
+
+def test_in_batch_negatives_are_the_other_images_other_captions_and_join_the_softmax() -> None:
+    """`batch_negatives`: image i also scores the batch's other true captions, except those of its
+    own image and those with its caption's exact text (which no scorer can tell apart)."""
+    rows = torch.tensor([0, 1, 2, 3])
+    image_index = torch.tensor([0, 0, 1, 2])  # rows 0 and 1: one image
+    text = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0], [1.0, 1.0]])  # rows 2 and 3: one text
+    fair = distinct_captions(rows, image_index, text)
+    assert fair.tolist() == [[False, False, True, True], [False, False, True, True],
+                             [True, True, False, False], [True, True, False, False]]
+
+    torch.manual_seed(0)
+    m = Matcher(16).eval().requires_grad_(False)
+    image = torch.rand(4, 3, 32, 32)
+    emb = m.embed_text(torch.randn(4 + 4 * 2, 16))
+    true, cand = emb[:4], emb[4:].view(4, 2, -1)
+    valid = torch.ones(4, 2, dtype=torch.bool)
+    ce = match_ce(m, image, true, cand, valid, batch_valid=fair)
+    with torch.no_grad():
+        f = m.embed_image(image)
+        s_true, s_cand, s_batch = (f * true).sum(1), (cand * f[:, None]).sum(-1), f @ true.T  # (4,), (4, 2), (4, 4)
+        want = torch.stack([torch.logsumexp(torch.cat([s_true[i:i + 1], s_cand[i], s_batch[i][fair[i]]]) / 16.0, 0)
+                            - s_true[i] / 16.0 for i in range(4)]).mean()
+    assert torch.allclose(ce, want, atol=1e-5)
+    assert ce > match_ce(m, image, true, cand, valid)  # more wrong captions in the softmax
+
+
+def test_word_score_matrix_holds_each_images_own_caption_on_its_diagonal() -> None:
+    torch.manual_seed(0)
+    m = Matcher(16, token_dim=12).eval().requires_grad_(False)
+    m.caption.token_norm.fit(torch.randn(200, 12))
+    _, regions = m.embed_image_regions(torch.rand(3, 3, 32, 32))
+    tokens = m.reduce_tokens(torch.randn(3, 5, 12))
+    mask = torch.tensor([[True] * 5, [True] * 3 + [False] * 2, [True] + [False] * 4])
+    matrix = m.word_score_matrix(regions, tokens, mask)  # (3, 3)
+    assert matrix.shape == (3, 3)
+    assert torch.allclose(matrix.diagonal(), m.word_score(regions, tokens, mask), atol=1e-5)
+    assert torch.allclose(matrix[0, 1], m.word_score(regions[:1], tokens[1:2], mask[1:2])[0], atol=1e-5)
 
 
 def test_training_with_the_matcher_logs_its_term_and_does_not_resume_against_another(

@@ -35,7 +35,7 @@ from torch import nn
 from t2i.models.caption_code import CODE_DIM, CaptionCode
 from t2i.models.trunk import FEATURE_DIM, Trunk, to_work_resolution
 from t2i.models.word_attention import check_tokens, token_projection
-from t2i.models.word_match import indexed_score
+from t2i.models.word_match import indexed_score, similarity_matrix
 
 EMBED_DIM = CODE_DIM
 SCALE = 1.0 / 16.0  # scores = <image, text> / 16: logits of a few units at init
@@ -95,6 +95,12 @@ class Matcher(nn.Module):
         mask = check_tokens(tokens, mask, self.caption.token_norm.k)
         words = self.words(tokens.float())  # (N, T, WORD_DIM)
         return self.word_gain * indexed_score(regions, words, mask, image_index)
+
+    def word_score_matrix(self, regions: torch.Tensor, tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """gain x DAMSM local score of every caption against every image: regions (B, W, L),
+        tokens (B', T, k) reduced, mask (B', T) -> (B, B')."""
+        mask = check_tokens(tokens, mask, self.caption.token_norm.k)
+        return self.word_gain * similarity_matrix(regions, self.words(tokens.float()), mask)
 
     def embed_text(self, text: torch.Tensor, reduced: torch.Tensor | None = None,
                    mask: torch.Tensor | None = None) -> torch.Tensor:

@@ -98,20 +98,31 @@ def candidate_ce(out_true: torch.Tensor, out_cand: torch.Tensor, valid: torch.Te
 
 
 def match_ce(matcher: Matcher, image: torch.Tensor, true_emb: torch.Tensor, cand_emb: torch.Tensor,
-             valid: torch.Tensor, words: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+             valid: torch.Tensor, words: tuple[torch.Tensor, torch.Tensor] | None = None,
+             batch_valid: torch.Tensor | None = None) -> torch.Tensor:
     """Cross-entropy of each image's own caption against its candidates under the matcher
     (t2i/models/matcher.py): fitting it on real images, and in G's loss on fakes.
     image (B, 3, R, R), true_emb (B, E), cand_emb (B, K, E) = `matcher.embed_text` outputs,
     valid (B, K) bool. words: reduced token states (B * (1 + K), T, k) and mask, the B true
-    captions then the candidates row by row: the matcher's word score joins (a matcher with words)."""
+    captions then the candidates row by row: the matcher's word score joins (a matcher with words).
+    batch_valid (B, B) bool: the batch's other true captions join image i's candidates where
+    [i, j] is set (in-batch negatives, as CLIP and DAMSM train; the diagonal is ignored)."""
     f, regions = matcher.embed_image_regions(image)  # (B, E), (B, W, L) | None
     s_true = (f * true_emb).sum(1) * SCALE  # (B,)
     s_cand = (cand_emb * f[:, None]).sum(-1) * SCALE  # (B, K)
-    if words is not None and regions is not None:
-        b, k = s_cand.shape
+    b, k = s_cand.shape
+    with_words = words is not None and regions is not None
+    if with_words:
         index = torch.cat([torch.arange(b), torch.arange(b).repeat_interleave(k)]).to(image.device)
         w = matcher.word_score(regions, words[0], words[1], index)  # (B + B*K,)
         s_true, s_cand = s_true + w[:b], s_cand + w[b:].view(b, k)
+    if batch_valid is not None:
+        s_batch = f @ true_emb.T * SCALE  # (B, B): image i against true caption j
+        if with_words:
+            s_batch = s_batch + matcher.word_score_matrix(regions, words[0][:b], words[1][:b])
+        off_diagonal = ~torch.eye(b, dtype=torch.bool, device=batch_valid.device)
+        s_cand = torch.cat([s_cand, s_batch], dim=1)  # (B, K + B)
+        valid = torch.cat([valid, batch_valid & off_diagonal], dim=1)
     return candidate_ce(s_true.float(), s_cand.float(), valid)
 
 

@@ -2,8 +2,11 @@
 
 Fitting: each step draws B train captions and their images (mildly augmented, as the judges
 are); each image scores its caption against K one-word misses and the captions with the same
-words in other orders, the candidates of D's contrastive term, and a cross-entropy asks that its
-own caption win. The loop the evaluation judges also train with (`t2i.models.fit.fit`: Adam,
+words in other orders, the candidates of D's contrastive term, plus its caption's word-order swap
+and the batch's other captions (`batch_negatives`), and a cross-entropy asks that its own caption
+win. The hard candidates exist only where a dataset repeats its sentence frames (one-word misses:
+a third of the grammar's captions, few human ones); the batch's captions exist for every caption
+and teach every attribute, the swap teaches which word belongs to which part. The loop the evaluation judges also train with (`t2i.models.fit.fit`: Adam,
 one-cycle schedule) runs it.
 """
 
@@ -18,6 +21,15 @@ from t2i.models.trunk import augment
 from t2i.train.data import TrainData
 from t2i.train.losses import match_ce
 from t2i.train.negatives import candidate_rows
+
+
+def distinct_captions(rows: torch.Tensor, image_index: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+    """(B, B) bool: caption j of the batch is a fair negative for caption i's image, i.e. it
+    belongs to another image and has another text (identical texts share one vector)."""
+    image = image_index[rows].to(text.device)  # (B,)
+    vectors = text[rows.to(text.device)]  # (B, D)
+    same_text = (vectors[:, None] == vectors[None]).all(-1)  # (B, B)
+    return (image[:, None] != image[None]) & ~same_text
 
 
 def fit_matcher(data: TrainData, params: MatcherParams, device: torch.device) -> Matcher:
@@ -47,7 +59,9 @@ def fit_matcher(data: TrainData, params: MatcherParams, device: torch.device) ->
             tok, mask = data.tokens.gather(all_rows)  # (B + B*K', T, token_dim) float16
             words = (matcher.reduce_tokens(tok.to(device)), mask.to(device))
         emb = matcher.embed_text(text[all_rows.to(device)], *(words or (None, None)))  # (B + B*K', E)
-        return match_ce(matcher, augment(real, gen), emb[:b], emb[b:].view(b, k, -1), valid.to(device), words)
+        batch_valid = distinct_captions(rows, data.image_index, text) if params.batch_negatives else None
+        return match_ce(matcher, augment(real, gen), emb[:b], emb[b:].view(b, k, -1), valid.to(device), words,
+                        batch_valid)
 
     fit(matcher, FitSettings(params.steps, params.seed, params.batch_size), len(data.text), batch_loss, "matcher")
     return matcher.requires_grad_(False)
