@@ -9,7 +9,8 @@ trained on? (issues 7 and 25)
 Runs: the default model (the words through the matcher's caption code, see docs/model.md) on 3
 seeds; the ablation "sentence vector only" (no caption code, no word attention in G, no word
 matching in D) on the same seeds; `bow` (averaged word vectors: word order lost); no residual
-attention; the code plus word attention in G and word-region matching in D. Columns: test and
+attention; the code plus word attention in G and word-region matching in D; the matcher without
+its in-batch negatives. Columns: test and
 unseen as before, `novel_wording` (sentence frames and words never trained on) and `probe`
 (hand-written captions), each with attr_all and swap.
 
@@ -56,6 +57,8 @@ RUNS: dict[str, dict[str, Any]] = {
     "bow": {"embed.encoder": "bow"},
     "no-attention": {"train.model.attention": []},
     "word-modules": {"train.model.word_attention": [8, 16], "train.model.d_word_match": True},
+    # The matcher fitted against its captions' hard negatives alone (no in-batch negatives).
+    "matcher-hard-negatives-only": {"matcher.batch_negatives": False},
 }
 GROUPS = {  # run-name prefix of a seed group -> its label in the table's spread rows
     "use": "use (default: caption code)",
