@@ -54,7 +54,6 @@ _OUTAGE_RETRY_S = 30.0  # synchronous calls: after a connection failure, skip ca
 FLUSH_ENV = "T2I_MLFLOW_FLUSH_S"  # how long Run.end waits for queued calls (seconds)
 _FLUSH_DEFAULT_S = 30.0
 MISSING_TAG = "t2i.tracking.missing"
-_PIP_REQUIREMENTS = ["torch"]  # explicit: MLflow's inference of requirements costs ~5 s
 # Env var a flow sets so stages (run by DVC, which passes env through) tag the Prefect run id.
 
 T = TypeVar("T")
@@ -234,50 +233,11 @@ class Run:
             self._submit(f"log_artifact {local}", lambda: self._client.log_artifact(self.run_id, local, artifact_path))
 
     def log_generator(self, generator: torch.nn.Module, z_dim: int, text_dim: int, name: str = "generator") -> None:
-        """Log ``generator(z, text)`` as an MLflow PyTorch model (``runs:/<id>/generator``).
+        """Log ``generator(z, text)`` as an MLflow PyTorch model (``runs:/<id>/<name>``): see
+        ``t2i.tracking_export``. Export errors raise; a gone server only warns."""
+        from t2i.tracking_export import log_exported_generator
 
-        Saved as pt2 (torch.export): loads with ``mlflow.pytorch.load_model`` without the t2i
-        code and without unpickling. The example has batch 2 so the batch dimension stays dynamic.
-        Export errors (a bug in the model) raise; a gone server only warns. Synchronous: queued
-        calls are sent first (bounded wait), so the model is logged after the metrics.
-        """
-        import copy
-
-        import numpy as np
-        import torch
-        from mlflow.models import ModelSignature
-        from mlflow.types import Schema, TensorSpec
-
-        mlflow, _ = _mlflow_modules()
-        model = copy.deepcopy(generator).cpu().eval().float()
-        gen = torch.Generator().manual_seed(0)
-        z = torch.randn(2, z_dim, generator=gen)
-        text = torch.randn(2, text_dim, generator=gen)
-        with torch.no_grad():
-            out = model(z, text)
-        f32 = np.dtype("float32")
-        signature = ModelSignature(
-            inputs=Schema([TensorSpec(f32, (-1, z_dim), "z"), TensorSpec(f32, (-1, text_dim), "text")]),
-            outputs=Schema([TensorSpec(f32, (-1, *out.shape[1:]), "image")]),
-        )
-
-        def log() -> None:
-            # log_model resolves the store and experiment globally; point both at this run.
-            mlflow.set_tracking_uri(self.tracking_uri)
-            mlflow.set_experiment(experiment_id=self.experiment_id)
-            mlflow.pytorch.log_model(
-                model,
-                name=name,
-                run_id=self.run_id,
-                input_example=(z.numpy(), text.numpy()),
-                signature=signature,
-                serialization_format="pt2",
-                pip_requirements=_PIP_REQUIREMENTS,
-            )
-            self._client.set_tag(self.run_id, "t2i.generator_uri", f"runs:/{self.run_id}/{name}")
-
-        self.flush()
-        self._call("log_generator", log)
+        log_exported_generator(self, generator, z_dim, text_dim, name)
 
     def log_with(self, what: str, log: Callable[[str, str], Any]) -> None:
         """A synchronous logging call made by another module (``log(run_id, tracking_uri)``, e.g.
@@ -398,17 +358,6 @@ def resume_run(info: Mapping[str, str], skip_logged_steps: bool | None = None) -
     except _errors() as exc:
         raise TrackingError(f"cannot reopen MLflow run {run_id} in {uri!r}: {exc}") from exc
     return Run(run_id, experiment_id, uri, logged=logged, logged_images=images)
-
-
-def load_logged_generator(uri: str) -> torch.nn.Module:
-    """Generator logged by ``Run.log_generator``: call it as ``g(z, text)``.
-
-    ``uri`` is ``runs:/<run_id>/generator``, ``models:/<name>/<version>`` or ``models:/m-...``.
-    Uses ``MLFLOW_TRACKING_URI`` (or the local default) to resolve it.
-    """
-    mlflow, _ = _mlflow_modules()
-    mlflow.set_tracking_uri(tracking_uri())
-    return mlflow.pytorch.load_model(uri)
 
 
 def download_artifacts(uri: str) -> str:

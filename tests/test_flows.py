@@ -235,7 +235,7 @@ def test_pipeline_real_stages_tiny_override(prefect_harness: None, real_project:
     from mlflow import MlflowClient
 
     from flows.pipeline import pipeline
-    from t2i.tracking import load_logged_generator
+    from t2i.tracking_export import load_logged_generator
 
     state = pipeline(overrides={"train.steps": 3}, exp_name="flow-e2e", project_dir=str(real_project), return_state=True)
     assert state.is_completed(), state.message

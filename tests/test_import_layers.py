@@ -20,7 +20,8 @@ ROOT = Path(__file__).resolve().parents[1]
 # package itself, not a catch-all: a new top-level module must be placed explicitly).
 LAYERS: list[tuple[str, ...]] = [
     ("t2i", "t2i.atomic", "t2i.config", "t2i.device", "t2i.digest", "t2i.dvc_plots", "t2i.grids", "t2i.nesting",
-     "t2i.run_lock", "t2i.safe_load", "t2i.tracking", "t2i.tracking_identity", "t2i.tracking_queue"),
+     "t2i.run_lock", "t2i.safe_load", "t2i.tracking", "t2i.tracking_export", "t2i.tracking_identity",
+     "t2i.tracking_queue"),
     ("t2i.data",),
     ("t2i.text",),
     ("t2i.models",),

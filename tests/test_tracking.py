@@ -17,7 +17,7 @@ import pytest
 import torch
 from PIL import Image
 
-from t2i import tracking
+from t2i import tracking, tracking_export
 
 Z_DIM, TEXT_DIM, RES = 4, 6, 8
 
@@ -98,7 +98,7 @@ def test_run_round_trip_sqlite(sqlite_store: str) -> None:
     images = [f.path for f in client.list_artifacts(run.run_id, "images")]
     assert sum("samples" in p and p.endswith(".png") for p in images) == 2, images
 
-    loaded = tracking.load_logged_generator(f"runs:/{run.run_id}/generator")
+    loaded = tracking_export.load_logged_generator(f"runs:/{run.run_id}/generator")
     z, text = torch.randn(3, Z_DIM), torch.randn(3, TEXT_DIM)  # batch 3 != example batch 2
     with torch.no_grad():
         assert torch.allclose(loaded(z, text), gen(z, text), atol=1e-6)
