@@ -6,8 +6,10 @@ words in other orders, the candidates of D's contrastive term, plus its caption'
 and the batch's other captions (`batch_negatives`), and a cross-entropy asks that its own caption
 win. The hard candidates exist only where a dataset repeats its sentence frames (one-word misses:
 a third of the grammar's captions, few human ones); the batch's captions exist for every caption
-and teach every attribute, the swap teaches which word belongs to which part. The loop the evaluation judges also train with (`t2i.models.fit.fit`: Adam,
-one-cycle schedule) runs it.
+and teach every attribute, the swap teaches which word belongs to which part. Another image's
+caption can still state the same attributes (a false negative); with three colour slots that is
+rare in a batch of 64. The loop the evaluation judges also train with (`t2i.models.fit.fit`:
+Adam, one-cycle schedule) runs it.
 """
 
 from __future__ import annotations
