@@ -9,8 +9,8 @@ a third of the grammar's captions, few human ones); the batch's captions exist f
 and teach every attribute, the swap teaches which word belongs to which part. Another image's
 caption can still be true of the image (a false negative): on the grammar's train set, 1.1% of
 in-batch pairs state only what also holds for the other image, against 27% of the sentence-space
-neighbours (t2i/train/nearest.py). The loop the evaluation judges also train with (`t2i.models.fit.fit`:
-Adam, one-cycle schedule) runs it.
+neighbours (t2i/train/nearest.py). The loop the evaluation judges also train with
+(`t2i.models.fit.fit`: Adam, one-cycle schedule) runs it.
 """
 
 from __future__ import annotations
