@@ -79,6 +79,9 @@ def test_remote_round_trip(project: Path, tmp_path: Path) -> None:
 
 def test_params_mistake_keeps_every_output(project: Path) -> None:
     """A bad train value is reported before DVC removes the model, the plots or the checkpoints."""
+    # The earlier tests' `dvc exp run` can leave the experiment's checkpoints/ (a persist, uncached
+    # out) in the workspace, which makes `train` stale on its own; settle that first.
+    run(["dvc", "repro"], project)
     params_path = project / "params.yaml"
     good = params_path.read_text(encoding="utf-8")
     kept = ["models/generator.safetensors", "plots/train/losses.csv", "eval/metrics.json"]
