@@ -84,7 +84,8 @@ def flatten_params(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return flatten(d, ".", prefix)
 
 
-def _mlflow_modules() -> tuple[Any, Any]:
+def mlflow_modules() -> tuple[Any, Any]:
+    """(mlflow, MlflowClient), imported with the HTTP retry defaults set first; shared by tracking_*.py."""
     for key, value in _HTTP_ENV_DEFAULTS.items():
         os.environ.setdefault(key, value)
     import mlflow
@@ -114,7 +115,8 @@ def _errors() -> tuple[type[BaseException], ...]:
     return (MlflowException, requests.RequestException, OSError)
 
 
-def _check_reachable(uri: str, client: Any) -> None:
+def check_reachable(uri: str, client: Any) -> None:
+    """Raise TrackingError naming URI when its store cannot be listed (server down, bad path)."""
     try:
         client.search_experiments(max_results=1)
     except _errors() as exc:
@@ -131,7 +133,7 @@ class Run:
 
     def __init__(self, run_id: str, experiment_id: str, tracking_uri: str,
                  logged: Mapping[str, int] | None = None, logged_images: Mapping[str, set[int]] | None = None) -> None:
-        _, client_cls = _mlflow_modules()
+        _, client_cls = mlflow_modules()
         self.run_id = run_id
         self.experiment_id = experiment_id
         self.tracking_uri = tracking_uri
@@ -300,10 +302,10 @@ def start_run(experiment: str, run_name: str | None, params: Mapping[str, Any], 
     ``default_tags()`` is merged in; explicit ``tags`` win. ``run_name`` None: ``default_run_name()``.
     Runs of this experiment left RUNNING by a dead process on this host are marked KILLED first.
     """
-    _, client_cls = _mlflow_modules()
+    _, client_cls = mlflow_modules()
     uri = tracking_uri()
     client = client_cls(uri)
-    _check_reachable(uri, client)
+    check_reachable(uri, client)
     try:
         exp = client.get_experiment_by_name(experiment)
         if exp is None:  # opens in the UI's model-training view, not the GenAI one
@@ -341,10 +343,10 @@ def resume_run(info: Mapping[str, str], skip_logged_steps: bool | None = None) -
     its checkpoint. None (default): skip when the run had not finished, i.e. it was interrupted;
     a FINISHED run reopened by evaluate logs everything, so a re-evaluation updates its values.
     """
-    _, client_cls = _mlflow_modules()
+    _, client_cls = mlflow_modules()
     uri = info.get("tracking_uri") or tracking_uri()
     client = client_cls(uri)
-    _check_reachable(uri, client)
+    check_reachable(uri, client)
     run_id = info["run_id"]
     try:
         experiment_id = str(info.get("experiment_id") or client.get_run(run_id).info.experiment_id)
@@ -362,7 +364,7 @@ def resume_run(info: Mapping[str, str], skip_logged_steps: bool | None = None) -
 
 def download_artifacts(uri: str) -> str:
     """Local path of a logged artifact (``runs:/<run_id>/<path>``), fetched from the store."""
-    mlflow, _ = _mlflow_modules()
+    mlflow, _ = mlflow_modules()
     mlflow.set_tracking_uri(tracking_uri())
     try:
         return mlflow.artifacts.download_artifacts(artifact_uri=uri)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import copy
 from typing import TYPE_CHECKING
 
-from t2i.tracking import _mlflow_modules, tracking_uri
+from t2i.tracking import mlflow_modules, tracking_uri
 
 if TYPE_CHECKING:
     import torch
@@ -34,7 +34,7 @@ def log_exported_generator(run: Run, generator: torch.nn.Module, z_dim: int, tex
     from mlflow.models import ModelSignature
     from mlflow.types import Schema, TensorSpec
 
-    mlflow, _ = _mlflow_modules()
+    mlflow, _ = mlflow_modules()
     model = copy.deepcopy(generator).cpu().eval().float()
     gen = torch.Generator().manual_seed(0)
     z = torch.randn(2, z_dim, generator=gen)  # (2, z_dim)
@@ -65,6 +65,6 @@ def load_logged_generator(uri: str) -> torch.nn.Module:
     ``uri`` is ``runs:/<run_id>/generator``, ``models:/<name>/<version>`` or ``models:/m-...``.
     Uses ``MLFLOW_TRACKING_URI`` (or the local default) to resolve it.
     """
-    mlflow, _ = _mlflow_modules()
+    mlflow, _ = mlflow_modules()
     mlflow.set_tracking_uri(tracking_uri())
     return mlflow.pytorch.load_model(uri)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from t2i.tracking import Run, _check_reachable, _mlflow_modules, tracking_uri
+from t2i.tracking import Run, check_reachable, mlflow_modules, tracking_uri
 from t2i.tracking_identity import default_tags
 
 
@@ -25,9 +25,9 @@ def log_sweep(
         return None
     first = children[0]
     uri = first.get("tracking_uri") or tracking_uri()
-    _, client_cls = _mlflow_modules()
+    _, client_cls = mlflow_modules()
     client = client_cls(uri)
-    _check_reachable(uri, client)
+    check_reachable(uri, client)
     info = client.create_run(first["experiment_id"], run_name=name, tags={**default_tags(), "t2i.kind": "sweep"}).info
     parent = Run(info.run_id, first["experiment_id"], uri)
     parent.log_params(params)
