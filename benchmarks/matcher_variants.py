@@ -26,15 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def fit(name: str, over: dict, out: Path, threads: int) -> dict:
     """One variant in a subprocess: fit, save, then the ceiling; returns its row."""
-    code = (
-        "import json, sys, time, torch; sys.path.insert(0, %r)\n"
-        "from t2i.config import load_section\nfrom t2i.device import pick_device\n"
-        "from t2i.train import load_train_data\nfrom t2i.train.matcher import fit_matcher\n"
-        "p = load_section('matcher').model_copy(update=json.loads(sys.argv[1]))\n"
-        "data = load_train_data('data/prepared', 'data/embeddings')\n"
-        "t0 = time.perf_counter(); m = fit_matcher(data, p, pick_device(p.device)); m.save(sys.argv[2])\n"
-        "print(json.dumps({'seconds': round(time.perf_counter() - t0, 1)}))\n" % str(ROOT))
-    done = subprocess.run([sys.executable, "-c", code, json.dumps(over), str(out / name)], cwd=ROOT,
+    done = subprocess.run([sys.executable, __file__, "--fit-one", json.dumps(over), str(out / name)], cwd=ROOT,
                           capture_output=True, text=True, check=True)
     row = {"overrides": over, **json.loads(done.stdout.strip().splitlines()[-1])}
     ceiling = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "text_ceiling.py"), "--matcher", str(out / name),
@@ -46,7 +38,20 @@ def fit(name: str, over: dict, out: Path, threads: int) -> dict:
     return row
 
 
+def fit_one(overrides: dict, out: Path) -> None:
+    """In the child process: the matcher stage's own fit, with OVERRIDES on the `matcher` section."""
+    sys.path.insert(0, str(ROOT))
+    from t2i.config import load_section
+    from t2i.train import load_train_data
+    from t2i.train.matcher import fit_matcher_into
+
+    params = load_section("matcher").model_copy(update=overrides)
+    print(json.dumps(fit_matcher_into(load_train_data("data/prepared", "data/embeddings"), params, out)))
+
+
 def main() -> None:
+    if len(sys.argv) == 4 and sys.argv[1] == "--fit-one":
+        return fit_one(json.loads(sys.argv[2]), Path(sys.argv[3]))
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("variants", help='JSON: {"name": {matcher overrides}, ...}')
     ap.add_argument("--out", type=Path, default=Path(tempfile.gettempdir()) / "t2i-matchers")

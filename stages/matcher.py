@@ -12,15 +12,12 @@ from __future__ import annotations
 import json
 import logging
 import sys
-import time
 from pathlib import Path
 
-from t2i.atomic import atomic_dir
 from t2i.config import load_section
 from t2i.errors import UserError, run_main
 from t2i.train import load_train_data
-from t2i.train.matcher import fit_matcher
-from t2i.train.runtime import setup_runtime
+from t2i.train.matcher import fit_matcher_into
 
 OUT = Path("data/matcher")
 
@@ -32,13 +29,7 @@ def _run(argv: list[str]) -> int:
         data = load_train_data("data/prepared", "data/embeddings")
     except ValueError as exc:  # data that does not fit (missing files: run_main)
         raise UserError(str(exc)) from exc
-    device = setup_runtime(p.device, "fp32", False, p.threads, key="matcher.device").device  # as train sets them up
-    t0 = time.perf_counter()
-    matcher = fit_matcher(data, p, device)
-    with atomic_dir(OUT) as tmp:
-        matcher.save(tmp)
-    print(json.dumps({"steps": p.steps, "seconds": round(time.perf_counter() - t0, 1), "device": str(device), "out": str(OUT),
-                      "words": matcher.uses_tokens}))
+    print(json.dumps(fit_matcher_into(data, p, OUT)))
     return 0
 
 

@@ -15,8 +15,12 @@ neighbours (t2i/train/nearest.py). The loop the evaluation judges also train wit
 
 from __future__ import annotations
 
+import time
+from pathlib import Path
+
 import torch
 
+from t2i.atomic import atomic_dir
 from t2i.config import MatcherParams
 from t2i.models.fit import FitSettings, fit
 from t2i.models.matcher import Matcher
@@ -24,6 +28,7 @@ from t2i.models.trunk import augment
 from t2i.train.data import TrainData
 from t2i.train.losses import match_ce
 from t2i.train.negatives import candidate_rows
+from t2i.train.runtime import setup_runtime
 
 
 def distinct_captions(rows: torch.Tensor, image_index: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
@@ -68,3 +73,15 @@ def fit_matcher(data: TrainData, params: MatcherParams, device: torch.device) ->
 
     fit(matcher, FitSettings(params.steps, params.seed, params.batch_size), len(data.text), batch_loss, "matcher")
     return matcher.requires_grad_(False)
+
+
+def fit_matcher_into(data: TrainData, params: MatcherParams, out: Path) -> dict:
+    """The `matcher` stage's work: set up the device and threads as train does, fit, and save into
+    ``out`` atomically (a failed fit keeps the old matcher). Returns the stage's summary line."""
+    device = setup_runtime(params.device, "fp32", False, params.threads, key="matcher.device").device
+    t0 = time.perf_counter()
+    matcher = fit_matcher(data, params, device)
+    with atomic_dir(out) as tmp:
+        matcher.save(tmp)
+    return {"steps": params.steps, "seconds": round(time.perf_counter() - t0, 1), "device": str(device),
+            "out": str(out), "words": matcher.uses_tokens}
