@@ -47,7 +47,7 @@ def region_word_attention(regions: torch.Tensor, words: torch.Tensor, mask: torc
     sim = torch.bmm(words.reshape(m, k * t, e), scaled).view(m, k, t, -1).float()  # (M, K, T, L)
     # Eq. 8 over the words. Not masked_softmax: a padded word's weight is exactly 0 after the
     # finite fill whenever the caption has a real word, and an all-padding caption scores 0 anyway.
-    over_words = torch.softmax(sim.masked_fill_(~mask[..., None], torch.finfo(torch.float32).min), dim=2)
+    over_words = torch.softmax(sim.masked_fill(~mask[..., None], torch.finfo(torch.float32).min), dim=2)
     over_regions = torch.softmax(over_words * gamma1, dim=-1)  # (M, K, T, L), Eq. 9
     flat = over_regions.view(m, k * t, -1).to(regions.dtype)
     context = torch.bmm(flat, regions.transpose(1, 2))  # (M, K*T, E)
