@@ -5,6 +5,7 @@ trained on? (issues 7 and 25)
     python benchmarks/order_experiment.py --runs use-seed0 sentence-only-seed0 bow --write-readme
     python benchmarks/order_experiment.py --jobs 2 --write-readme   # the first run alone, then 2 at once
     python benchmarks/order_experiment.py --from-json results.json --write-readme   # re-render only
+    python benchmarks/order_experiment.py --from-json a.json b.json --write-readme  # two invocations, one table
 
 Runs: the default model (the words through the matcher's caption code, see docs/model.md) on 3
 seeds; the ablation "sentence vector only" (no caption code, no word attention in G, no word
@@ -291,17 +292,39 @@ def write_readme(table: str, command: str, info: dict[str, Any] | None, defaults
     readme.write_text(head + block + rest.split(END, 1)[1], encoding="utf-8")
 
 
+def merge_results(results: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], dict[str, Any] | None, dict[str, Any] | None]:
+    """Runs, machine and defaults of one or more earlier JSON outputs as one table's. Their runs
+    must have distinct names, one machine (CPU, cores, precision) and one params.yaml: figures
+    from another machine or other defaults do not share a table. Dates that differ are joined."""
+    rows: list[dict[str, Any]] = [r for result in results for r in result["runs"]]
+    names = [r["run"] for r in rows]
+    if len(set(names)) != len(names):
+        raise SystemExit(f"--from-json: a run appears twice: {sorted(n for n in set(names) if names.count(n) > 1)}")
+    infos = [result.get("machine") for result in results]
+    first = infos[0]
+    for info in infos[1:]:
+        same = first and info and all(first[k] == info[k] for k in ("cpu", "cores", "cpu_precision"))
+        if not same:
+            raise SystemExit(f"--from-json: runs from different machines ({first} and {info}) do not share a table")
+    defaults = [result.get("defaults") for result in results]
+    if any(d != defaults[0] for d in defaults[1:]):
+        raise SystemExit("--from-json: the runs saw different params.yaml defaults; they do not share a table")
+    if first and len(infos) > 1:
+        first = {**first, "date": " and ".join(dict.fromkeys(info["date"] for info in infos))}
+    return rows, first, defaults[0]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", nargs="+", choices=list(RUNS), default=list(RUNS))
     parser.add_argument("--jobs", type=int, default=1, help="after the first run, run this many at once (1 thread each)")
     parser.add_argument("--write-readme", action="store_true", help="replace the README Results block")
     parser.add_argument("--workdir", type=Path, help="keep the project copies here (default: a temp dir)")
-    parser.add_argument("--from-json", type=Path, help="re-render the table from this script's earlier JSON output")
+    parser.add_argument("--from-json", type=Path, nargs="+",
+                        help="re-render the table from this script's earlier JSON output (several: one table of all their runs)")
     args = parser.parse_args()
     if args.from_json:
-        earlier = json.loads(args.from_json.read_text(encoding="utf-8"))
-        rows, info, defaults = earlier["runs"], earlier.get("machine"), earlier.get("defaults")
+        rows, info, defaults = merge_results([json.loads(p.read_text(encoding="utf-8")) for p in args.from_json])
     else:
         # params.yaml as the runs saw it: the defaults change between tables (train.steps above all).
         check_runs(args.runs)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
+import pytest
+
 from t2i.config import read_params
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -134,3 +136,19 @@ def test_caption_kinds_read_from_the_eval_plots(tmp_path: Path) -> None:
     assert kinds[0] == {"caption_kind": "center_color+petal_color+stem_color", "test_captions": 141.0,
                         "test_attr_all": 0.3121, "unseen_captions": 147.0, "unseen_attr_all": 0.2857}
     assert kinds[1]["unseen_attr_all"] is None
+
+
+def test_two_invocations_merge_into_one_table() -> None:
+    machine = {"date": "2026-12-05", "cpu": "AMD EPYC", "cores": 2, "cpu_precision": "bf16"}
+    first = {"runs": [row("use-seed0", 0.9)], "machine": machine, "defaults": {"train": {"steps": 3000}}}
+    second = {"runs": [row("use-seed1", 0.8)], "machine": {**machine, "date": "2026-12-06"},
+              "defaults": {"train": {"steps": 3000}}}
+    rows, info, defaults = order.merge_results([first, second])
+    assert [r["run"] for r in rows] == ["use-seed0", "use-seed1"]
+    assert info["date"] == "2026-12-05 and 2026-12-06" and defaults == {"train": {"steps": 3000}}
+    assert order.seed_spread(rows)["use"]["test swap"]["n"] == 2
+    for other, problem in (({**second, "runs": [row("use-seed0", 0.8)]}, "appears twice"),
+                           ({**second, "machine": {**machine, "cpu_precision": "fp32"}}, "different machines"),
+                           ({**second, "defaults": {"train": {"steps": 1500}}}, "different params.yaml")):
+        with pytest.raises(SystemExit, match=problem):
+            order.merge_results([first, other])
