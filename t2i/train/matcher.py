@@ -64,12 +64,9 @@ def fit_matcher(data: TrainData, params: MatcherParams, device: torch.device) ->
             cand = torch.cat([cand, partner[rows].clamp(min=0)[:, None]], dim=1)
             valid = torch.cat([valid, (partner[rows] >= 0)[:, None]], dim=1)
         b, k = cand.shape
-        all_rows = torch.cat([rows, cand.flatten()])  # (B + B*K',)
-        words = None
-        if table is not None:
-            index = all_rows.to(device)
-            words = (table[0][index], table[1][index])  # (B + B*K', T, k) fp32, (B + B*K', T)
-        emb = matcher.embed_text(text[all_rows.to(device)], *(words or (None, None)))  # (B + B*K', E)
+        all_rows = torch.cat([rows, cand.flatten()]).to(device)  # (B + B*K',)
+        words = None if table is None else (table[0][all_rows], table[1][all_rows])  # (B + B*K', T, k), (B + B*K', T)
+        emb = matcher.embed_text(text[all_rows], *(words or (None, None)))  # (B + B*K', E)
         batch_valid = distinct_captions(rows, data.image_index, text) if params.batch_negatives else None
         return match_ce(matcher, augment(real, gen), emb[:b], emb[b:].view(b, k, -1), valid.to(device), words,
                         batch_valid)
