@@ -13,7 +13,7 @@ from t2i.train import load_train_data, train
 from t2i.train.data import TrainData
 from t2i.train.losses import match_ce
 from t2i.train.matcher import distinct_captions, fit_matcher
-from t2i.train.negatives import candidate_rows
+from t2i.train.negatives import candidate_rows, distinct_candidates
 
 from test_train_fixtures import make_dataset, outputs_in, small_params
 
@@ -99,6 +99,41 @@ def test_in_batch_negatives_are_the_other_images_other_captions_and_join_the_sof
                             - s_true[i] / 16.0 for i in range(4)]).mean()
     assert torch.allclose(ce, want, atol=1e-5)
     assert ce > match_ce(m, image, true, cand, valid)  # more wrong captions in the softmax
+
+
+def test_distinct_candidates_with_their_counts_give_the_loss_and_gradient_of_every_draw() -> None:
+    """Drawn with replacement, a caption's few one-word misses fill K slots many times over, and a
+    caption without any fills them with empty slots: scoring each distinct candidate once with
+    log(count) on its logit is the same cross-entropy, words and in-batch negatives included."""
+    cand = torch.tensor([[5, 5, 2, 5, 2, 0], [3, 3, 3, 3, 3, 3], [1, 4, 7, 7, 4, 1], [0, 0, 0, 0, 0, 0]])
+    valid = torch.tensor([[True] * 6, [True] * 5 + [False], [True] * 6, [False] * 6])
+    rows, count = distinct_candidates(cand, valid)  # (4, 3)
+    assert rows.tolist() == [[0, 2, 5], [3, 0, 0], [1, 4, 7], [0, 0, 0]]
+    assert count.tolist() == [[1, 2, 3], [5, 0, 0], [2, 2, 2], [0, 0, 0]]
+
+    torch.manual_seed(0)
+    m = Matcher(16, token_dim=12)
+    m.caption.token_norm.fit(torch.randn(200, 12))
+    text, tokens = torch.randn(8, 16), m.reduce_tokens(torch.randn(8, 5, 12))  # 8 captions
+    mask = torch.rand(8, 5) > 0.3
+    mask[:, 0] = True
+    image, true_rows = torch.rand(4, 3, 32, 32), torch.tensor([0, 1, 2, 3])
+    fair = ~torch.eye(4, dtype=torch.bool)
+
+    def loss(c: torch.Tensor, v: torch.Tensor, n: torch.Tensor | None) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        m.zero_grad()
+        idx = torch.cat([true_rows, c.flatten()])
+        emb = m.embed_text(text[idx], tokens[idx], mask[idx])
+        ce = match_ce(m, image, emb[:4], emb[4:].view(4, c.shape[1], -1), v, (tokens[idx], mask[idx]), fair, n)
+        ce.backward()
+        return ce.detach(), [p.grad.clone() for p in m.parameters() if p.grad is not None]
+
+    every, every_grad = loss(cand, valid, None)
+    distinct, distinct_grad = loss(rows, count > 0, count)
+    assert torch.allclose(every, distinct, atol=1e-5)
+    assert len(every_grad) == len(distinct_grad)
+    assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(every_grad, distinct_grad))
+    assert not torch.allclose(every, loss(rows, count > 0, None)[0], atol=1e-3)  # the counts matter
 
 
 def test_word_score_matrix_holds_each_images_own_caption_on_its_diagonal() -> None:

@@ -84,12 +84,15 @@ class DTexts:
 
 
 def candidate_ce(out_true: torch.Tensor, out_cand: torch.Tensor, valid: torch.Tensor,
-                 count: torch.Tensor | None = None) -> torch.Tensor:
+                 count: torch.Tensor | None = None, log_weight: torch.Tensor | None = None) -> torch.Tensor:
     """Mean cross-entropy of the true caption against its candidates, per (image, caption) row.
     out_true (B,), out_cand (B, K) scores, valid (B, K) bool (False: no such candidate, ignored).
     Rows without a valid candidate contribute 0 (softmax over the true caption alone).
     count (B,) bool: rows that exist at all (an image's extra caption slot may be empty); the
-    mean is over those."""
+    mean is over those. log_weight (B, K): added to the candidates' logits, log of how many
+    times each stands in the softmax (`negatives.distinct_candidates`)."""
+    if log_weight is not None:
+        out_cand = out_cand + log_weight
     logits = torch.cat([out_true[:, None], out_cand.masked_fill(~valid, float("-inf"))], dim=1)  # (B, 1+K)
     ce = torch.logsumexp(logits, dim=1) - out_true  # (B,)
     if count is None:
@@ -99,14 +102,16 @@ def candidate_ce(out_true: torch.Tensor, out_cand: torch.Tensor, valid: torch.Te
 
 def match_ce(matcher: Matcher, image: torch.Tensor, true_emb: torch.Tensor, cand_emb: torch.Tensor,
              valid: torch.Tensor, words: tuple[torch.Tensor, torch.Tensor] | None = None,
-             batch_valid: torch.Tensor | None = None) -> torch.Tensor:
+             batch_valid: torch.Tensor | None = None, cand_count: torch.Tensor | None = None) -> torch.Tensor:
     """Cross-entropy of each image's own caption against its candidates under the matcher
     (t2i/models/matcher.py): fitting it on real images, and in G's loss on fakes.
     image (B, 3, R, R), true_emb (B, E), cand_emb (B, K, E) = `matcher.embed_text` outputs,
     valid (B, K) bool. words: reduced token states (B * (1 + K), T, k) and mask, the B true
     captions then the candidates row by row: the matcher's word score joins (a matcher with words).
     batch_valid (B, B) bool: the batch's other true captions join image i's candidates where
-    [i, j] is set (in-batch negatives, as CLIP and DAMSM train; the diagonal is ignored)."""
+    [i, j] is set (in-batch negatives, as CLIP and DAMSM train; the diagonal is ignored).
+    cand_count (B, K): how many times each candidate was drawn (`negatives.distinct_candidates`);
+    None: once each."""
     f, regions = matcher.embed_image_regions(image)  # (B, E), (B, W, L) | None
     s_true = (f * true_emb).sum(1) * SCALE  # (B,)
     s_cand = (cand_emb * f[:, None]).sum(-1) * SCALE  # (B, K)
@@ -123,7 +128,10 @@ def match_ce(matcher: Matcher, image: torch.Tensor, true_emb: torch.Tensor, cand
         off_diagonal = ~torch.eye(b, dtype=torch.bool, device=batch_valid.device)
         s_cand = torch.cat([s_cand, s_batch], dim=1)  # (B, K + B)
         valid = torch.cat([valid, batch_valid & off_diagonal], dim=1)
-    return candidate_ce(s_true.float(), s_cand.float(), valid)
+        if cand_count is not None:  # the batch's captions stand once each
+            cand_count = torch.cat([cand_count, torch.ones_like(batch_valid, dtype=cand_count.dtype)], dim=1)
+    log_weight = None if cand_count is None else cand_count.clamp(min=1).float().log().to(s_cand.device)
+    return candidate_ce(s_true.float(), s_cand.float(), valid, log_weight=log_weight)
 
 
 def _neg(out: torch.Tensor, kind: str) -> torch.Tensor:

@@ -27,7 +27,7 @@ from t2i.models.matcher import Matcher
 from t2i.models.trunk import augment
 from t2i.train.data import TrainData
 from t2i.train.losses import match_ce
-from t2i.train.negatives import candidate_rows
+from t2i.train.negatives import candidate_rows, distinct_candidates
 from t2i.train.runtime import setup_runtime
 
 
@@ -63,13 +63,15 @@ def fit_matcher(data: TrainData, params: MatcherParams, device: torch.device) ->
         if data.tokens is not None:  # the swap: what only the words' roles tell apart
             cand = torch.cat([cand, partner[rows].clamp(min=0)[:, None]], dim=1)
             valid = torch.cat([valid, (partner[rows] >= 0)[:, None]], dim=1)
+        cand, count = distinct_candidates(cand, valid)  # (B, U): each drawn caption scored once
+        valid = count > 0
         b, k = cand.shape
         all_rows = torch.cat([rows, cand.flatten()]).to(device)  # (B + B*K',)
         words = None if table is None else (table[0][all_rows], table[1][all_rows])  # (B + B*K', T, k), (B + B*K', T)
         emb = matcher.embed_text(text[all_rows], *(words or (None, None)))  # (B + B*K', E)
         batch_valid = distinct_captions(rows, data.image_index, text) if params.batch_negatives else None
         return match_ce(matcher, augment(real, gen), emb[:b], emb[b:].view(b, k, -1), valid.to(device), words,
-                        batch_valid)
+                        batch_valid, count.to(device))
 
     fit(matcher, FitSettings(params.steps, params.seed, params.batch_size), len(data.text), batch_loss, "matcher")
     return matcher.requires_grad_(False)

@@ -193,6 +193,27 @@ def candidate_rows(rel: CaptionRelations, rows: torch.Tensor, k: int, word_order
     return cand, valid
 
 
+def distinct_candidates(cand: torch.Tensor, valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each row's distinct valid candidates, left-aligned, with how often each was drawn.
+
+    cand (B, K) train rows, valid (B, K) bool -> rows (B, U), count (B, U) int64 (0: an empty
+    slot), U = the most distinct candidates of any row (at least 1). K draws with replacement from
+    a caption's few one-word misses repeat each one many times, and a row without any still fills
+    K slots: scoring only the distinct ones, with log(count) added to each one's logit
+    (`candidate_ce`'s ``log_weight``), gives the same cross-entropy and gradient for a fraction of
+    the scoring (on the grammar's train set, ~2 distinct valid of 38 slots per caption)."""
+    b = cand.shape[0]
+    key, _ = torch.where(valid, cand, -1).sort(dim=1)  # (B, K), empty slots (-1) first
+    real = key >= 0
+    first = real.clone()
+    first[:, 1:] &= key[:, 1:] != key[:, :-1]  # (B, K) the first slot of each distinct value
+    u = max(1, int(first.sum(1).max())) if cand.numel() else 1
+    slot = torch.where(real, first.cumsum(1) - 1, u)  # (B, K) its distinct value's place; empty -> spare column
+    rows = torch.zeros(b, u + 1, dtype=cand.dtype, device=cand.device).scatter_(1, slot, key.clamp(min=0))  # equal values per place
+    count = torch.zeros(b, u + 1, dtype=torch.long, device=cand.device).scatter_add_(1, slot, real.long())
+    return rows[:, :u], count[:, :u]
+
+
 @dataclass
 class Mismatch:
     """The wrong caption of each real image, as drawn (before any ranking)."""

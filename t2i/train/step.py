@@ -21,7 +21,7 @@ from t2i.models.matcher import Matcher
 from t2i.train.data import Batch, TrainData
 from t2i.train.losses import (Candidates, DTexts, ExtraTrue, Words, discriminator_loss, generator_loss, match_ce,
                               mode_seeking_pairs)
-from t2i.train.negatives import Negatives, draw_negatives, mismatch_text
+from t2i.train.negatives import Negatives, distinct_candidates, draw_negatives, mismatch_text
 from t2i.train.runtime import Runtime, step_generator
 
 
@@ -238,15 +238,18 @@ def _g_loss(state: GANState, data: TrainData, batch: Batch, fakes: Fakes, neg: N
             words.rows["cands"] = neg.cand_rows[rows.cpu()]  # (B, K)
     loss, stats = generator_loss(state.d_raw, fakes.images, text, fakes.z, cfg.loss, cands, words)
     if cfg.loss.matcher_weight > 0 and state.matcher is not None:
-        assert neg.cand_rows is not None and cands is not None
+        assert neg.cand_rows is not None and neg.cand_valid is not None
         table = matcher_train_text(state, data, dev)  # (P, E)
         true = table[batch.rows.to(dev)[rows]]  # (B, E)
+        # Each drawn candidate scored once, weighted by its draws: the same loss, ~1/10 the word scoring.
+        cand, count = distinct_candidates(neg.cand_rows[rows.cpu()], neg.cand_valid[rows.cpu()])  # (B, U)
         m_words = None
         m_tokens = matcher_train_tokens(state, data, dev)
         if m_tokens is not None:
-            idx = torch.cat([batch.rows[rows.cpu()], neg.cand_rows[rows.cpu()].flatten()]).to(dev)  # (B + B*K,)
+            idx = torch.cat([batch.rows[rows.cpu()], cand.flatten()]).to(dev)  # (B + B*U,)
             m_words = (m_tokens[0][idx], m_tokens[1][idx])
-        m_ce = match_ce(state.matcher, fakes.images, true, table[neg.cand_rows.to(dev)[rows]], cands.valid, m_words)
+        count = count.to(dev)
+        m_ce = match_ce(state.matcher, fakes.images, true, table[cand.to(dev)], count > 0, m_words, cand_count=count)
         loss = loss + cfg.loss.matcher_weight * m_ce
         stats["loss_g_matcher"] = m_ce.detach()
     return loss, stats

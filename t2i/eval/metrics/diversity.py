@@ -4,7 +4,9 @@ For each of ``diversity_captions`` test captions, ``diversity_samples`` images f
 noise vectors; their mean pairwise distance in the project's image-feature space (the image
 encoder's trunk) is divided by the same for real images that share the caption's mentioned
 attributes (or its class, on datasets without attributes). Identical images score 0; a generator
-as varied as the data scores 1.
+as varied as the data scores 1. The ratio is not bounded above: a generator that ignores what the
+caption fixes (the `bow` encoder, which cannot tell which colour belongs to which part) varies
+those attributes too and scores above 1, so read it beside attr_all, not alone.
 """
 
 from __future__ import annotations
