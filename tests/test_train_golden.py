@@ -8,9 +8,11 @@ the same order reproduces them exactly; a change of what training computes does 
 
 Bit for bit holds only on one instruction set: ATen and oneDNN pick other kernels on an AVX-512
 CPU, the first step's G loss differs in its last bit, and the hard-negative ranking amplifies
-that within a few steps. So each CPU capability (`torch.backends.cpu.get_cpu_capability()`) has
-its own recording: train_losses.<CAPABILITY>.json, made by this test with T2I_RECORD_GOLDEN=1 from
-code that reproduces the AVX2 recording on an AVX2 CPU.
+that within a few steps. An AVX-512 CPU with AMX tiles (Intel Sapphire Rapids and later) gets
+other oneDNN kernels again, even in fp32: its D loss differs in the last bit at step 1. So each CPU
+kind (`cpu_kind()`: the capability, plus AMX) has its own recording: train_losses.<KIND>.json,
+made by this test with T2I_RECORD_GOLDEN=1 from code that reproduces an existing recording on its
+own CPU kind.
 """
 
 from __future__ import annotations
@@ -28,6 +30,12 @@ from test_train_fixtures import ONE_THREAD, make_dataset, outputs_in, small_para
 
 GOLDEN_DIR = Path(__file__).parent / "golden"
 RECORDED_ON = "AVX2"  # train_losses.json's CPU capability
+
+
+def cpu_kind() -> str:
+    """ATen's CPU capability (AVX2, AVX512, ...), with _AMX where the CPU has AMX tiles."""
+    amx = getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)()
+    return torch.backends.cpu.get_cpu_capability() + ("_AMX" if amx else "")
 
 
 def golden_path(capability: str) -> Path:
@@ -55,12 +63,12 @@ def test_thirty_steps_give_the_recorded_losses(tmp_path: Path, name: str) -> Non
     params = small_params(steps=30, checkpoint_every=30, sample_every=1000, log_every=1, **RUNS[name])
     result = train(params, data, outputs_in(tmp_path / name), runtime=ONE_THREAD)
     got = [{k: v for k, v in row.items() if k != "images_per_s"} for row in result.history]
-    path = golden_path(torch.backends.cpu.get_cpu_capability())
+    path = golden_path(cpu_kind())
     if os.environ.get("T2I_RECORD_GOLDEN") == "1":
         recorded = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
         path.write_text(json.dumps({**recorded, name: got}, indent=0) + "\n", encoding="utf-8")
     if not path.is_file():
-        pytest.skip(f"no recording for this CPU's capability: {path.name} (record it with T2I_RECORD_GOLDEN=1 "
+        pytest.skip(f"no recording for this CPU kind: {path.name} (record it with T2I_RECORD_GOLDEN=1 "
                     f"from code that passes on an {RECORDED_ON} CPU)")
     want = json.loads(path.read_text(encoding="utf-8"))[name]
     assert len(got) == len(want) == 30
