@@ -65,7 +65,7 @@ class EmbedParams(Section):
 class MatcherParams(Section):
     """The matcher stage (t2i/models/matcher.py): a frozen image-caption scorer for G's loss."""
     seed: int = 0
-    steps: int = Field(1000, ge=1)
+    steps: int = Field(2000, ge=1)
     batch_size: int = Field(64, ge=2, le=65536)
     candidates: int = Field(32, ge=1, le=64)   # one-word misses per caption
     word_orders: int = Field(5, ge=0, le=16)   # + up to this many same-words-other-order captions
