@@ -51,19 +51,22 @@ from t2i.config import read_params, validate_section  # noqa: E402
 SEEDS = (0, 1, 2)
 # The ablation: G without word attention, D without word matching, no caption code; the sentence vector alone.
 SENTENCE_ONLY = {"train.model.word_attention": [], "train.model.d_word_match": False, "train.model.caption_code": False}
+WORD_MODULES = {"train.model.word_attention": [8, 16], "train.model.d_word_match": True}
 RUNS: dict[str, dict[str, Any]] = {
     # A seed is the whole run's: the matcher's fit as well as the GAN's.
     **{f"use-seed{k}": {"train.seed": k, "matcher.seed": k} for k in SEEDS},
     **{f"sentence-only-seed{k}": {"train.seed": k, "matcher.seed": k, **SENTENCE_ONLY} for k in SEEDS},
     "bow": {"embed.encoder": "bow"},
     "no-attention": {"train.model.attention": []},
-    "word-modules": {"train.model.word_attention": [8, 16], "train.model.d_word_match": True},
+    # The caption code plus both word modules: G's regions attend over the words, D scores words against regions.
+    **{f"word-modules-seed{k}": {"train.seed": k, "matcher.seed": k, **WORD_MODULES} for k in SEEDS},
     # The matcher fitted against its captions' hard negatives alone (no in-batch negatives).
     "matcher-hard-negatives-only": {"matcher.batch_negatives": False},
 }
 GROUPS = {  # run-name prefix of a seed group -> its label in the table's spread rows
     "use": "use (default: caption code)",
     "sentence-only": "sentence vector only",
+    "word-modules": "caption code + word attention in G + word matching in D",
 }
 COLUMNS = {  # column -> dotted key in eval/metrics.json
     "test attr_all": "test.attr_all",

@@ -9,7 +9,8 @@ import torch
 
 from t2i.models import Discriminator, GANConfig
 from t2i.config import LossParams
-from t2i.train.losses import Candidates, DTexts, ExtraTrue, discriminator_loss, generator_loss, mode_seeking_pairs
+from t2i.train.losses import Candidates, DTexts, ExtraTrue, Words, discriminator_loss, generator_loss, mode_seeking_pairs
+from t2i.train.step import CandidateRows
 
 
 def loss_params(**over: float) -> LossParams:
@@ -165,6 +166,51 @@ def test_extra_true_captions_add_their_own_cross_entropy_rows() -> None:
     assert torch.allclose(stats["loss_d_contrastive"], expected, atol=1e-5)
     assert torch.allclose(loss, base + expected, atol=1e-5)
     assert not torch.allclose(expected, per_row[:4].mean())  # the extra rows do change the term
+
+
+def test_distinct_candidates_give_the_word_scored_losses_and_gradients_of_every_drawn_slot() -> None:
+    """Where D scores words against regions, each row's distinct candidates are scored once with
+    log(draws) on their logit, and only the valid slots (`CandidateRows` with counts): D's and G's
+    contrastive terms and D's gradients are those of scoring every drawn slot."""
+    torch.manual_seed(0)
+    d = Discriminator(GANConfig(resolution=32, text_dim=16, d_width=8, attention=(), token_dim=12,
+                                d_word_match=True)).eval()
+    normed, table = torch.randn(10, 16), torch.randn(10, 6, 12)  # 10 pool captions: (P, D), (P, T, k)
+    mask = torch.rand(10, 6) > 0.3
+    mask[:, 0] = True
+    true_rows, mis_rows, extra_rows = torch.tensor([0, 1, 2, 3]), torch.tensor([4, 5, 6, 7]), torch.tensor([4, 5])
+    extra = ExtraTrue(normed[extra_rows], torch.tensor([0, 2]), torch.tensor([True, True]))
+    cand = torch.tensor([[5, 5, 2, 5, 2, 0], [3, 3, 3, 3, 3, 3], [1, 4, 7, 7, 4, 1], [0] * 6,
+                         [8, 8, 9, 9, 8, 9], [6, 6, 6, 6, 6, 6]])  # (B + E, K) as drawn, with repeats
+    valid = torch.tensor([[True] * 6, [True] * 5 + [False], [True] * 6, [False] * 6, [True] * 6, [True] * 6])
+    real, fake, z = torch.randn(4, 3, 32, 32), torch.randn(4, 3, 32, 32), torch.randn(4, 8)
+    cfg = loss_params(contrastive_d=1.0, contrastive_g=0.5, contrastive_candidates=6)
+
+    def d_term(c: CandidateRows) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        d.zero_grad()
+        texts = DTexts(normed[true_rows], normed[true_rows], normed[mis_rows], cands=c.text(normed), extra=extra)
+        texts.words = Words(table, mask, rows={"true": true_rows, "fake": true_rows, "mismatch": mis_rows,
+                                               "extra": extra_rows, "cands": c.scored()})
+        loss, stats = discriminator_loss(d, real, fake, texts, cfg)
+        loss.backward()
+        return stats["loss_d_contrastive"], [p.grad.clone() for p in d.parameters() if p.grad is not None]
+
+    def g_term(c: CandidateRows) -> torch.Tensor:
+        words = Words(table, mask, rows={"text": true_rows, "cands": c.scored()})
+        with torch.no_grad():
+            return generator_loss(d, fake, normed[true_rows], z, cfg, c.text(normed), words)[1]["loss_g_contrastive"]
+
+    every, distinct = CandidateRows.of(cand, valid, False), CandidateRows.of(cand, valid, True)
+    assert distinct.scored().tolist() == [0, 2, 5, 3, 1, 4, 7, 8, 9, 6]  # 10 captions scored, not 36
+    ce_every, grad_every = d_term(every)
+    ce_distinct, grad_distinct = d_term(distinct)
+    assert torch.allclose(ce_every, ce_distinct, atol=1e-5)
+    assert len(grad_every) == len(grad_distinct) > 0
+    assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(grad_every, grad_distinct))
+    g_every, g_distinct = CandidateRows.of(cand[:4], valid[:4], False), CandidateRows.of(cand[:4], valid[:4], True)
+    assert torch.allclose(g_term(g_every), g_term(g_distinct), atol=1e-5)
+    unweighted = CandidateRows(distinct.rows, distinct.valid)  # the same captions, each standing once
+    assert not torch.allclose(ce_every, d_term(unweighted)[0], atol=1e-3)  # the draws matter
 
 
 def test_mode_seeking_pairs_repeat_the_first_captions_at_the_end_of_the_batch() -> None:

@@ -41,9 +41,32 @@ def mode_seeking_pairs(batch: int, cfg: LossParams) -> int:
 
 @dataclass
 class Candidates:
-    """Contrastive candidates of each (image, true caption) row, as D sees them."""
+    """Contrastive candidates of each (image, true caption) row, as D sees them.
+
+    With ``log_weight`` the K slots hold each row's distinct candidates
+    (`negatives.distinct_candidates`) and only the valid ones are scored: where D matches words
+    against regions every scored caption costs a region attention, and K draws with replacement
+    repeat a caption's few one-word misses many times (the same cross-entropy, `candidate_ce`)."""
     text: torch.Tensor   # (N, K, D)
     valid: torch.Tensor  # (N, K) bool: False = no such candidate, ignored
+    log_weight: torch.Tensor | None = None  # (N, K) log of how many draws each stands for
+
+    def flat(self, owner: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The candidates to score as one list: (n, D) texts and (n,) the entry of ``owner`` (N,)
+        (the image of each row) each belongs to; n = N * K, or the valid slots only."""
+        index, text = owner.repeat_interleave(self.text.shape[1]), self.text.flatten(0, 1)
+        if self.log_weight is None:
+            return index, text
+        keep = self.valid.flatten()
+        return index[keep.to(index.device)], text[keep]
+
+    def unflat(self, scores: torch.Tensor) -> torch.Tensor:
+        """`flat`'s (n,) scores back as (N, K); slots not scored hold 0 (invalid, ignored)."""
+        if self.log_weight is None:
+            return scores.view(self.valid.shape)
+        full = scores.new_zeros(self.valid.numel())
+        full[self.valid.flatten()] = scores
+        return full.view(self.valid.shape)
 
 
 @dataclass
@@ -165,8 +188,9 @@ def _d_scores(d: nn.Module, real: torch.Tensor, fake: torch.Tensor, t: DTexts, t
             texts.append(t.extra.text)
             groups.append("extra")
             rows_of = torch.cat([torch.arange(b), t.extra.image.cpu()])  # (B + E,)
-        index.append(rows_of.repeat_interleave(t.cands.text.shape[1]))  # ((B [+ E]) * K,)
-        texts.append(t.cands.text.flatten(0, 1))
+        cand_index, cand_text = t.cands.flat(rows_of)  # ((B [+ E]) * K,) or the valid slots only
+        index.append(cand_index)
+        texts.append(cand_text)
         groups.append("cands")
     tokens, mask = t.words.take(groups) if t.words is not None else (None, None)  # (N, T, k), (N, T)
     out = d(torch.cat([real, fake.detach()]), torch.cat(texts), torch.cat(index).to(real.device), tokens, mask)
@@ -177,12 +201,13 @@ def _d_contrastive(out: torch.Tensor, b: int, t: DTexts) -> torch.Tensor:
     """Cross-entropy of each true caption against its candidates, from `_d_scores`' output."""
     assert t.cands is not None
     start = (3 + (0 if t.hard_pool is None else t.hard_pool.shape[1])) * b
+    c = t.cands
     if t.extra is None:
-        return candidate_ce(out[:b], out[start:].view(b, -1), t.cands.valid)
+        return candidate_ce(out[:b], c.unflat(out[start:]), c.valid, log_weight=c.log_weight)
     n_extra = t.extra.text.shape[0]
     true = torch.cat([out[:b], out[start : start + n_extra]])  # (B + E,)
     exists = torch.cat([torch.ones(b, dtype=torch.bool, device=out.device), t.extra.exists])
-    return candidate_ce(true, out[start + n_extra :].view(b + n_extra, -1), t.cands.valid, exists)
+    return candidate_ce(true, c.unflat(out[start + n_extra :]), c.valid, exists, c.log_weight)  # (B + E, K)
 
 
 def _ma_gp(out_real: torch.Tensor, real_in: torch.Tensor, text_in: torch.Tensor, cfg: LossParams) -> torch.Tensor:
@@ -252,10 +277,10 @@ def generator_loss(
     use_ce = cfg.contrastive_g > 0 and cands is not None
     if use_ce:  # one feature pass scores the generating caption and its K candidates
         assert cands is not None
-        k = cands.text.shape[1]
-        index = torch.cat([torch.arange(b), torch.arange(b).repeat_interleave(k)]).to(fake.device)
+        cand_index, cand_text = cands.flat(torch.arange(b))  # (B*K,) or the valid slots only
+        index = torch.cat([torch.arange(b), cand_index]).to(fake.device)
         tokens, mask = words.take(["text", "cands"]) if words is not None else (None, None)
-        out_all = d(fake, torch.cat([text, cands.text.flatten(0, 1)]), index, tokens, mask).float()  # (B + B*K,)
+        out_all = d(fake, torch.cat([text, cand_text]), index, tokens, mask).float()  # (B + B*K,)
         out = out_all[:b]
     else:
         tokens, mask = words.take(["text"]) if words is not None else (None, None)
@@ -264,7 +289,7 @@ def generator_loss(
     stats: dict[str, torch.Tensor] = {"loss_g_adv": adv.detach()}
     loss = adv
     if use_ce:
-        ce = candidate_ce(out, out_all[b:].view(b, k), cands.valid)
+        ce = candidate_ce(out, cands.unflat(out_all[b:]), cands.valid, log_weight=cands.log_weight)
         loss = loss + cfg.contrastive_g * ce
         stats["loss_g_contrastive"] = ce.detach()
     pairs = mode_seeking_pairs(b, cfg)

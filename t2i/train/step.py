@@ -171,8 +171,47 @@ def _backward_step(loss: torch.Tensor, opt: torch.optim.Optimizer, scaler: torch
         scaler.step(opt)
 
 
+@dataclass(frozen=True)
+class CandidateRows:
+    """Contrastive candidates as train rows, one row per (image, true caption). With ``count``
+    each row's distinct candidates with how often each was drawn: scoring words against regions
+    costs a region attention per caption, and 38 slots hold ~2 distinct candidates on the
+    grammar's train set. Without it every slot as drawn (the sentence-only scores, cheap)."""
+    rows: torch.Tensor                  # (N, K) train rows
+    valid: torch.Tensor                 # (N, K) bool
+    count: torch.Tensor | None = None   # (N, K) draws of each distinct candidate
+
+    @classmethod
+    def of(cls, rows: torch.Tensor, valid: torch.Tensor, distinct: bool) -> "CandidateRows":
+        if not distinct:
+            return cls(rows, valid)
+        rows, count = distinct_candidates(rows, valid)  # (N, U)
+        return cls(rows, count > 0, count)
+
+    def text(self, normed: torch.Tensor) -> Candidates:
+        """The candidates as D reads them: gathered from `normed` (P, D'), G's condition of every pool caption."""
+        dev = normed.device
+        log_weight = None if self.count is None else self.count.clamp(min=1).float().log().to(dev)
+        return Candidates(normed[self.rows.to(dev)], self.valid.to(dev), log_weight)
+
+    def scored(self) -> torch.Tensor:
+        """The rows `Candidates.flat` scores, in its order: every slot, or the valid ones only."""
+        return self.rows.flatten() if self.count is None else self.rows[self.valid]
+
+
+def d_candidate_rows(neg: Negatives, distinct: bool) -> CandidateRows | None:
+    """D's candidates: the B true captions' rows, then the E extra true captions' (B + E, K)."""
+    if neg.cand_rows is None or neg.cand_valid is None:
+        return None
+    rows, valid = neg.cand_rows, neg.cand_valid
+    if neg.extra_rows is not None:
+        assert neg.extra_cand_rows is not None and neg.extra_cand_valid is not None
+        rows, valid = torch.cat([rows, neg.extra_cand_rows]), torch.cat([valid, neg.extra_cand_valid])
+    return CandidateRows.of(rows, valid, distinct)
+
+
 def _d_texts(sentence: nn.Module | None, data: TrainData, batch: Batch, fake_rows: torch.Tensor,
-             neg: Negatives, normed: torch.Tensor) -> DTexts:
+             neg: Negatives, normed: torch.Tensor, cands: CandidateRows | None) -> DTexts:
     """D's captions: the batch's through `sentence` (G's text_norm: D sees them as G does), the
     drawn rows gathered from `normed` (G's condition of every train caption, (P, D')). With a
     caption code (`sentence` None) the batch's rows too are gathered from `normed`."""
@@ -185,28 +224,25 @@ def _d_texts(sentence: nn.Module | None, data: TrainData, batch: Batch, fake_row
                    mismatch=sentence(mismatch_text(batch.text, data.pool_text, mis.rows)))
     if mis.pool.shape[1] > 1 and bool(mis.near.any()):  # hard negatives: ranked in D's own forward
         t.hard_pool, t.hard = normed[mis.pool.to(dev)], mis.near.to(dev)  # (B, P, D), (B,)
-    if neg.cand_rows is not None and neg.cand_valid is not None:
-        t.cands = Candidates(normed[neg.cand_rows.to(dev)], neg.cand_valid.to(dev))  # (B, K, D), (B, K)
+    if cands is not None:
+        t.cands = cands.text(normed)  # (B [+ E], K, D)
         if neg.extra_rows is not None:
-            assert neg.extra_cand_rows is not None and neg.extra_cand_valid is not None
             assert neg.extra_image is not None and neg.extra_exists is not None
-            t.cands = Candidates(torch.cat([t.cands.text, normed[neg.extra_cand_rows.to(dev)]]),  # (B + E, K, D)
-                                 torch.cat([t.cands.valid, neg.extra_cand_valid.to(dev)]))
             t.extra = ExtraTrue(normed[neg.extra_rows.to(dev)], neg.extra_image, neg.extra_exists.to(dev))
     return t
 
 
-def _d_words(table: tuple[torch.Tensor, torch.Tensor], batch: Batch, fake_rows: torch.Tensor, neg: Negatives) -> Words:
+def _d_words(table: tuple[torch.Tensor, torch.Tensor], batch: Batch, fake_rows: torch.Tensor, neg: Negatives,
+             cands: CandidateRows | None) -> Words:
     """Which pool rows each of D's caption groups is (parallel to `_d_texts`)."""
     rows, mis = batch.rows, neg.mismatch
     w = Words(*table, rows={"true": rows, "fake": rows[fake_rows.cpu()],
                             "mismatch": torch.where(mis.rows >= 0, mis.rows, rows.roll(1)),  # -1: the rolled batch
                             "hard": mis.pool})
-    if neg.cand_rows is not None:
-        w.rows["cands"] = neg.cand_rows
-        if neg.extra_rows is not None and neg.extra_cand_rows is not None:
+    if cands is not None:
+        if neg.extra_rows is not None:
             w.rows["extra"] = neg.extra_rows
-            w.rows["cands"] = torch.cat([neg.cand_rows, neg.extra_cand_rows])  # (B + E, K)
+        w.rows["cands"] = cands.scored()
     return w
 
 
@@ -222,20 +258,21 @@ def _g_loss(state: GANState, data: TrainData, batch: Batch, fakes: Fakes, neg: N
             cfg: StepConfig) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """G's loss through the frozen D, plus the matcher's cross-entropy against the same candidates."""
     dev, rows = batch.text.device, fakes.rows
-    cands = None
+    table = word_table(state, data, dev)
+    cand_rows, cands = None, None
     if neg.cand_rows is not None and neg.cand_valid is not None:
-        normed = normed_train_text(state, data, dev)
-        cands = Candidates(normed[neg.cand_rows.to(dev)][rows], neg.cand_valid.to(dev)[rows])  # (B, K, D)
+        # Each fake's caption's candidates; distinct ones where D scores words (CandidateRows).
+        cand_rows = CandidateRows.of(neg.cand_rows[rows.cpu()], neg.cand_valid[rows.cpu()], table is not None)
+        cands = cand_rows.text(normed_train_text(state, data, dev))  # (B, K, D)
     if state.g_raw.config.caption_code:
         text = normed_train_text(state, data, dev)[batch.rows.to(dev)[rows]]  # (B, D') as D sees it
     else:
         text = state.g_raw.text_norm(batch.text[rows])  # (B, D) as D sees it
     words = None
-    table = word_table(state, data, dev)
     if table is not None:
         words = Words(*table, rows={"text": batch.rows[rows.cpu()]})
-        if neg.cand_rows is not None:
-            words.rows["cands"] = neg.cand_rows[rows.cpu()]  # (B, K)
+        if cand_rows is not None:
+            words.rows["cands"] = cand_rows.scored()
     loss, stats = generator_loss(state.d_raw, fakes.images, text, fakes.z, cfg.loss, cands, words)
     if cfg.loss.matcher_weight > 0 and state.matcher is not None:
         assert neg.cand_rows is not None and neg.cand_valid is not None
@@ -282,9 +319,10 @@ def train_step(state: GANState, data: TrainData, rows: torch.Tensor, step: int, 
     state.opt_d.zero_grad(set_to_none=True)
     with rt.autocast():
         sentence = None if state.g_raw.config.caption_code else state.g_raw.text_norm
-        texts = _d_texts(sentence, data, batch, fake_rows, neg, normed)
+        cands = d_candidate_rows(neg, distinct=table is not None)  # distinct where D scores words
+        texts = _d_texts(sentence, data, batch, fake_rows, neg, normed, cands)
         if table is not None:
-            texts.words = _d_words(table, batch, fake_rows, neg)
+            texts.words = _d_words(table, batch, fake_rows, neg, cands)
         loss_d, stats_d = discriminator_loss(state.d, batch.images, fakes.images, texts, lc, step)
     _backward_step(loss_d, state.opt_d, state.scaler)
 
