@@ -91,8 +91,8 @@ class ModelParams(Section):
     # Word-level text (t2i/models/word_attention.py, word_match.py, caption_code.py); off by itself
     # where the encoder stores no token states (encoder.json "token_states": false). The default
     # reads the words through the caption code alone: at equal training time the word modules on
-    # top of it score within the probe set's noise (docs/results/words.md); D's word matching
-    # halves the step, G's word attention costs ~5% of it.
+    # top of it score within the probe set's noise (docs/results/words.md); together they cost
+    # ~20% of the step (docs/model.md).
     word_attention: list[int] = Field(default_factory=list)  # G resolutions attending over the tokens
     d_word_match: bool = False             # D adds a DAMSM-style word-region score to its logit
     word_match_resolution: int = 8         # D feature map whose regions the words are matched against
