@@ -222,8 +222,9 @@ def run_contention(args: argparse.Namespace) -> None:
     }, indent=1))
 
 
-def words_on_off(p: TrainParams, base: Runtime, project: Path, steps: int, rounds: int) -> dict[str, Any]:
-    """images/s of the same step for each way of reading the words (fp32): the sentence vector
+def words_on_off(p: TrainParams, base: Runtime, project: Path, steps: int, rounds: int,
+                 precision: str = "fp32") -> dict[str, Any]:
+    """images/s of the same step for each way of reading the words (``precision``): the sentence vector
     alone, the caption code, the code with word attention in G, and the code with both word
     modules. On the project's real prepared data and token states (the cost depends on the
     captions' lengths), interleaved: each round times `steps` steps of each after one untimed
@@ -243,7 +244,7 @@ def words_on_off(p: TrainParams, base: Runtime, project: Path, steps: int, round
         "code+words": {"caption_code": True, "word_attention": [8, 16], "d_word_match": True},
     }
     for name, model in variants.items():
-        q = updated(p, {"precision": "fp32", "model": model, "loss": {"matcher_weight": 0.0}})
+        q = updated(p, {"precision": precision, "model": model, "loss": {"matcher_weight": 0.0}})
         cfg = model_config(q, data)
         fit = data.tokens.fit_sample(4096, q.seed) if cfg.token_pca else None
         seed_everything(q.seed)
@@ -261,7 +262,8 @@ def words_on_off(p: TrainParams, base: Runtime, project: Path, steps: int, round
             best[name] = max(best[name], steps * p.batch_size / (time.perf_counter() - t0))
     return {"images_per_s": {k: round(v, 1) for k, v in best.items()},
             "over_sentence": {k: round(v / best["sentence"], 3) for k, v in best.items() if k != "sentence"},
-            "token_pca": states["code+words"].g_raw.config.token_pca, "batch_size": p.batch_size}
+            "token_pca": states["code+words"].g_raw.config.token_pca, "batch_size": p.batch_size,
+            "dtype": str(base.dtype).removeprefix("torch.")}
 
 
 def main() -> None:
@@ -276,6 +278,8 @@ def main() -> None:
     ap.add_argument("--contention", action="store_true", help="quiet vs one busy core, default thread policy")
     ap.add_argument("--words", type=Path, default=None, metavar="PROJECT",
                     help="instead: sentence vs caption code vs word modules on PROJECT's data/prepared + data/embeddings")
+    ap.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16", "auto"],
+                    help="with --words: the step's precision (auto: what train.precision=auto picks here)")
     args = ap.parse_args()
     if args.contention:
         run_contention(args)
@@ -287,8 +291,9 @@ def main() -> None:
         if args.batch_size:
             from t2i.config import updated
             p = updated(p, {"batch_size": args.batch_size})
-        rt = setup_runtime(where.device, "fp32", p.channels_last, args.threads or where.threads)
-        print(json.dumps({"threads": torch.get_num_threads(), **words_on_off(p, rt, args.words, args.steps, args.rounds),
+        rt = setup_runtime(where.device, args.precision, p.channels_last, args.threads or where.threads)
+        print(json.dumps({"threads": torch.get_num_threads(),
+                          **words_on_off(p, rt, args.words, args.steps, args.rounds, args.precision),
                           "load_average": os.getloadavg()[0]}, indent=2))
         return
     base = setup_runtime(where.device, "fp32", False, args.threads or where.threads)
