@@ -90,9 +90,9 @@ class ModelParams(Section):
     whiten_eps: float = Field(1e-3, gt=0.0, le=1.0)  # whitening damping: a fraction of the largest eigenvalue
     # Word-level text (t2i/models/word_attention.py, word_match.py, caption_code.py); off by itself
     # where the encoder stores no token states (encoder.json "token_states": false). The default
-    # reads the words through the caption code alone: at equal training time the word modules on
-    # top of it score within the probe set's noise (docs/results/words.md); together they cost
-    # ~20% of the step (docs/model.md).
+    # reads the words through the caption code alone: the word modules on top of it follow the
+    # hand-written probe captions better on 3 seeds (docs/results/words.md) at ~20-26% of the
+    # step, which takes the default repro past its 20-minute budget (docs/model.md).
     word_attention: list[int] = Field(default_factory=list)  # G resolutions attending over the tokens
     d_word_match: bool = False             # D adds a DAMSM-style word-region score to its logit
     word_match_resolution: int = 8         # D feature map whose regions the words are matched against
