@@ -183,10 +183,15 @@ class CandidateRows:
 
     @classmethod
     def of(cls, rows: torch.Tensor, valid: torch.Tensor, distinct: bool) -> "CandidateRows":
-        if not distinct:
-            return cls(rows, valid)
-        rows, count = distinct_candidates(rows, valid)  # (N, U)
-        return cls(rows, count > 0, count)
+        every = cls(rows, valid)
+        return every.distinct() if distinct else every
+
+    def distinct(self) -> "CandidateRows":
+        """Each row's distinct valid candidates with their draws (itself where already so)."""
+        if self.count is not None:
+            return self
+        rows, count = distinct_candidates(self.rows, self.valid)  # (N, U)
+        return CandidateRows(rows, count > 0, count)
 
     def text(self, normed: torch.Tensor) -> Candidates:
         """The candidates as D reads them: gathered from `normed` (P, D'), G's condition of every pool caption."""
@@ -199,7 +204,7 @@ class CandidateRows:
         return self.rows.flatten() if self.count is None else self.rows[self.valid]
 
 
-def d_candidate_rows(neg: Negatives, distinct: bool) -> CandidateRows | None:
+def _d_candidate_rows(neg: Negatives, distinct: bool) -> CandidateRows | None:
     """D's candidates: the B true captions' rows, then the E extra true captions' (B + E, K)."""
     if neg.cand_rows is None or neg.cand_valid is None:
         return None
@@ -275,18 +280,20 @@ def _g_loss(state: GANState, data: TrainData, batch: Batch, fakes: Fakes, neg: N
             words.rows["cands"] = cand_rows.scored()
     loss, stats = generator_loss(state.d_raw, fakes.images, text, fakes.z, cfg.loss, cands, words)
     if cfg.loss.matcher_weight > 0 and state.matcher is not None:
-        assert neg.cand_rows is not None and neg.cand_valid is not None
-        table = matcher_train_text(state, data, dev)  # (P, E)
-        true = table[batch.rows.to(dev)[rows]]  # (B, E)
+        assert cand_rows is not None
+        m_text = matcher_train_text(state, data, dev)  # (P, E)
+        true = m_text[batch.rows.to(dev)[rows]]  # (B, E)
         # Each drawn candidate scored once, weighted by its draws: the same loss, ~1/10 the word scoring.
-        cand, count = distinct_candidates(neg.cand_rows[rows.cpu()], neg.cand_valid[rows.cpu()])  # (B, U)
+        matched = cand_rows.distinct()  # (B, U): D's own where it scores words
+        cand, count = matched.rows, matched.count
+        assert count is not None
         m_words = None
         m_tokens = matcher_train_tokens(state, data, dev)
         if m_tokens is not None:
             idx = torch.cat([batch.rows[rows.cpu()], cand.flatten()]).to(dev)  # (B + B*U,)
             m_words = (m_tokens[0][idx], m_tokens[1][idx])
-        count = count.to(dev)
-        m_ce = match_ce(state.matcher, fakes.images, true, table[cand.to(dev)], count > 0, m_words, cand_count=count)
+        m_ce = match_ce(state.matcher, fakes.images, true, m_text[cand.to(dev)], matched.valid.to(dev), m_words,
+                        cand_count=count.to(dev))
         loss = loss + cfg.loss.matcher_weight * m_ce
         stats["loss_g_matcher"] = m_ce.detach()
     return loss, stats
@@ -319,7 +326,7 @@ def train_step(state: GANState, data: TrainData, rows: torch.Tensor, step: int, 
     state.opt_d.zero_grad(set_to_none=True)
     with rt.autocast():
         sentence = None if state.g_raw.config.caption_code else state.g_raw.text_norm
-        cands = d_candidate_rows(neg, distinct=table is not None)  # distinct where D scores words
+        cands = _d_candidate_rows(neg, distinct=table is not None)  # distinct where D scores words
         texts = _d_texts(sentence, data, batch, fake_rows, neg, normed, cands)
         if table is not None:
             texts.words = _d_words(table, batch, fake_rows, neg, cands)
